@@ -1,0 +1,1 @@
+"""relman: durable ITIL release management on Temporal."""

@@ -1,0 +1,48 @@
+"""Test helpers in the style of sdk-python's tests: unique task queues, eventual asserts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+T = TypeVar("T")
+
+
+def new_worker(
+    client: Client,
+    *workflows: type,
+    activities: Sequence[Callable[..., Any]] = (),
+    task_queue: str | None = None,
+    **kwargs: Any,
+) -> Worker:
+    """A worker on a unique task queue (so tests never steal each other's tasks)."""
+    return Worker(
+        client,
+        task_queue=task_queue or f"tq-{uuid.uuid4()}",
+        workflows=list(workflows),
+        activities=list(activities),
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic")
+        ),
+        **kwargs,
+    )
+
+
+async def assert_eventually(
+    fn: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.1
+) -> T:
+    """Retry an async assertion until it passes or `timeout` seconds pass."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await fn()
+        except AssertionError:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+        await asyncio.sleep(interval)
