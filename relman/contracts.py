@@ -211,6 +211,8 @@ class ReleaseRequest(Model):
     title: ShortText
     description: LongText = ""
     commit: CommitSha
+    committed_at: datetime | None = None
+    """When the commit was made; the CMDB's lead-time metric starts here."""
     target_window: TimeWindow | None = None
     """Preferred go-live window; deployment still respects the CMDB's windows."""
 
@@ -341,6 +343,8 @@ class ChangeRecordInput(StepInput):
 
     request: ReleaseRequest
     risk: Risk
+    ci_name: ShortText
+    criticality: Criticality = Criticality.MEDIUM
     status: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")]
     note: Comment = ""
 
