@@ -425,7 +425,10 @@ class RollbackInput(StepInput):
     version: Version
     """The version being removed."""
     restore_version: Version | None = None
-    """The version to put back; None means there was none (remove `current`)."""
+    """The version to put back when the workflow knows it (the deploy returned)."""
+    deploy_step: str | None = None
+    """Step of the deploy being undone; when `restore_version` is unknown the adapter
+    restores what that deploy recorded as previous, and does nothing if it never ran."""
 
 
 class TestInput(StepInput):
