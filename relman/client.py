@@ -1,0 +1,416 @@
+"""`ReleaseClient`: the Python API for starting, approving, steering and finding releases.
+
+The CLI is a thin layer over this class, so platform teams can do from their own
+code everything the CLI does:
+
+    client = await ReleaseClient.connect()
+    release_id = await client.start(ReleaseRequest(service="checkout", ...))
+    await client.approve(release_id, "bob", comment="looks good")
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from relman.contracts import (
+    TASK_QUEUE,
+    WORKFLOW_NAME,
+    Decision,
+    Feedback,
+    Gate,
+    GateState,
+    GateStatus,
+    Model,
+    OperatorAction,
+    Phase,
+    PlanAmendment,
+    ReleasePlan,
+    ReleaseRequest,
+    ReleaseStatus,
+    Vote,
+    release_id_for,
+)
+from relman.errors import NotFoundError, RefusedError, RelmanError
+from relman.visibility import (
+    RELEASE_AWAITING,
+    RELEASE_CHANGE_TYPE,
+    RELEASE_PHASE,
+    RELEASE_RISK,
+    RELEASE_SERVICE,
+    RELEASE_VERSION,
+)
+
+__all__ = ["NotFoundError", "RefusedError", "ReleaseClient", "ReleaseSummary", "RelmanError"]
+
+M = TypeVar("M", bound=BaseModel)
+
+QUERY_TIMEOUT = timedelta(seconds=15)
+UPDATE_TIMEOUT = timedelta(seconds=30)
+GATE_ORDER = (Gate.REQUEST, Gate.PLAN, Gate.MARGINAL, Gate.RETRO)
+
+
+class ReleaseSummary(Model):
+    """One release as the visibility store lists it (search attributes, no query)."""
+
+    release_id: str
+    service: str = ""
+    version: str = ""
+    phase: str = ""
+    change_type: str = ""
+    risk: str = ""
+    awaiting: list[str] = []
+    status: str
+    """Temporal's execution status: RUNNING, COMPLETED, FAILED, TERMINATED..."""
+    started_at: datetime | None = None
+    closed_at: datetime | None = None
+
+
+def one_line(exc: ValidationError) -> str:
+    """A pydantic error as one line: `field: message`."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or exc.title
+    return f"{loc}: {str(err['msg']).removeprefix('Value error, ')}"
+
+
+def build(model: type[M], **fields: Any) -> M:
+    """Validate a contract model, turning a ValidationError into a one-line RelmanError."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise RelmanError(one_line(exc)) from None
+
+
+def _failure_message(exc: BaseException) -> str:
+    # The validator's ApplicationError/ValueError arrives as the update failure's cause.
+    cause: BaseException | None = exc
+    while isinstance(cause, WorkflowUpdateFailedError):
+        cause = cause.cause
+    message = getattr(cause, "message", None) or str(cause)
+    return str(message).splitlines()[0] if message else "refused"
+
+
+class ReleaseClient:
+    """Start, approve, steer and find releases on a Temporal cluster."""
+
+    def __init__(self, client: Client, task_queue: str = TASK_QUEUE) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    @classmethod
+    async def connect(cls, target_host: str | None = None, task_queue: str | None = None) -> ReleaseClient:
+        """Connect as configured (temporal.toml / TEMPORAL_* / RELMAN_TASK_QUEUE)."""
+        from relman.config import connect, load_settings
+
+        settings = load_settings()
+        return cls(await connect(target_host), task_queue or settings.task_queue)
+
+    # --- starting ----------------------------------------------------------
+
+    async def start(self, request: ReleaseRequest, release_id: str | None = None) -> str:
+        """Start a release; returns its id. The same release id is never started twice."""
+        release_id = release_id or release_id_for(request.service, request.version)
+        try:
+            await self.client.start_workflow(
+                WORKFLOW_NAME,
+                request,
+                id=release_id,
+                task_queue=self.task_queue,
+                result_type=ReleaseStatus,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(RELEASE_SERVICE, request.service),
+                        SearchAttributePair(RELEASE_VERSION, request.version),
+                        SearchAttributePair(RELEASE_CHANGE_TYPE, request.change_type.value),
+                        SearchAttributePair(RELEASE_PHASE, Phase.REQUESTED.value),
+                    ]
+                ),
+                static_summary=(
+                    f"{request.service} {request.version} — {request.change_type.value} change: "
+                    f"{request.title}"
+                ),
+                static_details=f"requested by {request.requested_by}, commit {request.commit}",
+            )
+        except WorkflowAlreadyStartedError:
+            raise RefusedError(
+                f"release {release_id} was already started; a release runs once "
+                "(release another version, or pass another id)"
+            ) from None
+        except RPCError as exc:
+            if "search attribute" in exc.message.lower():
+                raise RelmanError(
+                    f"the server does not know relman's search attributes ({exc.message}); "
+                    "run `relman dev` or register them (see README)"
+                ) from None
+            raise self._rpc_error(exc, release_id) from None
+        return release_id
+
+    # --- reading -----------------------------------------------------------
+
+    async def status(self, release_id: str) -> ReleaseStatus:
+        """The full typed state of a release (the `status` query, or the result once closed)."""
+        handle = self._handle(release_id)
+        try:
+            desc = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
+            if desc.status == WorkflowExecutionStatus.COMPLETED:
+                return await handle.result(rpc_timeout=QUERY_TIMEOUT)
+            return await handle.query("status", result_type=ReleaseStatus, rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
+                raise RelmanError(
+                    f"no worker answered for {release_id} within {QUERY_TIMEOUT.seconds}s; "
+                    "is `relman worker` running on this task queue?"
+                ) from None
+            raise self._rpc_error(exc, release_id) from None
+        except (WorkflowQueryRejectedError, WorkflowQueryFailedError) as exc:
+            raise RelmanError(f"{release_id}: status query failed: {exc}") from None
+
+    async def result(self, release_id: str, timeout: float | None = None) -> ReleaseStatus:
+        """Wait for a release to end and return its final status."""
+        try:
+            return await asyncio.wait_for(self._handle(release_id).result(), timeout)
+        except RPCError as exc:
+            raise self._rpc_error(exc, release_id) from None
+        except TimeoutError:
+            raise RelmanError(f"{release_id} did not end within {timeout}s") from None
+
+    async def wait_for(
+        self,
+        release_id: str,
+        predicate: Callable[[ReleaseStatus], bool],
+        *,
+        timeout: float = 60.0,
+        interval: float = 0.25,
+    ) -> ReleaseStatus:
+        """Poll `status` until `predicate` holds; RelmanError after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            status = await self.status(release_id)
+            if predicate(status):
+                return status
+            if loop.time() >= deadline:
+                raise RelmanError(
+                    f"{release_id} did not reach the expected state within {timeout:.0f}s "
+                    f"(phase {status.phase.value}, awaiting {status.awaiting or '-'})"
+                )
+            await asyncio.sleep(interval)
+
+    async def list(
+        self,
+        *,
+        phase: Phase | str | None = None,
+        service: str | None = None,
+        awaiting: str | None = None,
+        running: bool | None = None,
+        limit: int = 100,
+    ) -> list[ReleaseSummary]:
+        """Releases found through the search attributes, newest first."""
+        clauses = [f"WorkflowType = '{WORKFLOW_NAME}'"]
+        if phase:
+            clauses.append(f"{RELEASE_PHASE.name} = {_quote(str(Phase(phase).value))}")
+        if service:
+            clauses.append(f"{RELEASE_SERVICE.name} = {_quote(service)}")
+        if awaiting:
+            clauses.append(f"{RELEASE_AWAITING.name} = {_quote(awaiting)}")
+            running = True if running is None else running
+        if running is not None:
+            clauses.append("ExecutionStatus " + ("=" if running else "!=") + " 'Running'")
+        query = " AND ".join(clauses)
+        found: list[ReleaseSummary] = []
+        try:
+            async for wf in self.client.list_workflows(query, limit=limit):
+                attrs = wf.typed_search_attributes
+                found.append(
+                    ReleaseSummary(
+                        release_id=wf.id,
+                        service=attrs.get(RELEASE_SERVICE) or "",
+                        version=attrs.get(RELEASE_VERSION) or "",
+                        phase=attrs.get(RELEASE_PHASE) or "",
+                        change_type=attrs.get(RELEASE_CHANGE_TYPE) or "",
+                        risk=attrs.get(RELEASE_RISK) or "",
+                        awaiting=list(attrs.get(RELEASE_AWAITING) or []),
+                        status=wf.status.name if wf.status else "UNKNOWN",
+                        started_at=wf.start_time,
+                        closed_at=wf.close_time,
+                    )
+                )
+        except RPCError as exc:
+            raise RelmanError(f"listing releases failed: {exc.message}") from None
+        found.sort(key=lambda s: s.started_at or datetime.min, reverse=True)
+        return found
+
+    # --- approvals ---------------------------------------------------------
+
+    async def approve(
+        self,
+        release_id: str,
+        user: str,
+        gate: Gate | str | None = None,
+        *,
+        on_behalf_of: str | None = None,
+        comment: str = "",
+        subject_hash: str | None = None,
+    ) -> GateStatus:
+        """Approve the open (or given) gate through the `decide` update; refusals raise."""
+        return await self._decide(
+            release_id, user, Decision.APPROVE, gate, on_behalf_of, comment, subject_hash
+        )
+
+    async def reject(
+        self,
+        release_id: str,
+        user: str,
+        gate: Gate | str | None = None,
+        *,
+        reason: str,
+        on_behalf_of: str | None = None,
+        subject_hash: str | None = None,
+    ) -> GateStatus:
+        """Reject (veto) the open (or given) gate; the reason is recorded as the comment."""
+        if not reason.strip():
+            raise RelmanError("a rejection needs a reason")
+        return await self._decide(release_id, user, Decision.REJECT, gate, on_behalf_of, reason, subject_hash)
+
+    async def decide(self, release_id: str, vote: Vote) -> GateStatus:
+        """Send one vote through the `decide` update and return the gate as it now stands."""
+        handle = self._handle(release_id)
+        try:
+            return await handle.execute_update(
+                "decide", vote, result_type=GateStatus, rpc_timeout=UPDATE_TIMEOUT
+            )
+        except WorkflowUpdateFailedError as exc:
+            raise RefusedError(f"refused: {_failure_message(exc)}") from None
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise RelmanError(
+                f"no worker answered for {release_id} within {UPDATE_TIMEOUT.seconds}s; "
+                "is `relman worker` running?"
+            ) from None
+        except RPCError as exc:
+            raise self._rpc_error(exc, release_id) from None
+
+    async def _decide(
+        self,
+        release_id: str,
+        user: str,
+        decision: Decision,
+        gate: Gate | str | None,
+        on_behalf_of: str | None,
+        comment: str,
+        subject_hash: str | None,
+    ) -> GateStatus:
+        chosen: Gate | None = Gate(gate) if gate else None
+        if chosen is None or subject_hash is None:
+            status = await self.status(release_id)
+            if chosen is None:
+                chosen = _open_gate(status)
+                if chosen is None:
+                    raise RefusedError(
+                        f"{release_id} has no open gate (phase {status.phase.value}); name one with --gate"
+                    )
+            if subject_hash is None:
+                gate_status = status.gates.get(chosen)
+                if gate_status is None or not gate_status.subject_hash:
+                    raise RefusedError(
+                        f"{release_id} has no {chosen.value} gate yet (phase {status.phase.value})"
+                    )
+                subject_hash = gate_status.subject_hash
+        vote = build(
+            Vote,
+            gate=chosen,
+            approver=user,
+            decision=decision,
+            approved_hash=subject_hash,
+            on_behalf_of=on_behalf_of,
+            comment=comment,
+        )
+        return await self.decide(release_id, vote)
+
+    # --- operator controls (signals) -----------------------------------------
+
+    async def pause(self, release_id: str, by: str, reason: str) -> None:
+        """Hold the release before its next step until `resume`."""
+        await self._operator("pause", release_id, by, reason)
+
+    async def resume(self, release_id: str, by: str, reason: str) -> None:
+        await self._operator("resume", release_id, by, reason)
+
+    async def promote(self, release_id: str, by: str, reason: str) -> None:
+        """Skip the rest of the current bake."""
+        await self._operator("promote", release_id, by, reason)
+
+    async def abort(self, release_id: str, by: str, reason: str) -> None:
+        """Compensate everything done so far and end as `aborted`."""
+        await self._operator("abort", release_id, by, reason)
+
+    async def override_window(self, release_id: str, by: str, reason: str) -> None:
+        """Deploy now despite a closed deployment window (recorded with the reason)."""
+        await self._operator("override_window", release_id, by, reason)
+
+    async def feedback(self, release_id: str, by: str, rating: int, comment: str = "") -> None:
+        """Feedback during the review period (rating 1-5)."""
+        await self._signal(release_id, "feedback", build(Feedback, by=by, rating=rating, comment=comment))
+
+    async def amend_plan(self, release_id: str, by: str, plan: ReleasePlan, reason: str = "") -> None:
+        """Propose a new plan while the plan gate is open; earlier plan votes stop counting."""
+        await self._signal(release_id, "amend_plan", build(PlanAmendment, by=by, plan=plan, reason=reason))
+
+    async def _operator(self, signal: str, release_id: str, by: str, reason: str) -> None:
+        await self._signal(release_id, signal, build(OperatorAction, by=by, reason=reason))
+
+    async def _signal(self, release_id: str, signal: str, arg: BaseModel) -> None:
+        try:
+            await self._handle(release_id).signal(signal, arg, rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as exc:
+            raise self._rpc_error(exc, release_id) from None
+
+    # --- helpers -----------------------------------------------------------
+
+    def _handle(self, release_id: str) -> WorkflowHandle[Any, ReleaseStatus]:
+        return self.client.get_workflow_handle(release_id, result_type=ReleaseStatus)
+
+    @staticmethod
+    def _rpc_error(exc: RPCError, release_id: str) -> RelmanError:
+        text = exc.message.lower()
+        if "already completed" in text or "already finished" in text:
+            return RefusedError(f"release {release_id} has already ended")
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return NotFoundError(f"no release named {release_id}")
+        if exc.status == RPCStatusCode.UNAVAILABLE:
+            return RelmanError(f"Temporal is unavailable: {exc.message}")
+        return RelmanError(f"{release_id}: {exc.message}")
+
+
+def _open_gate(status: ReleaseStatus) -> Gate | None:
+    for gate in GATE_ORDER:
+        g = status.gates.get(gate)
+        if g is not None and g.state == GateState.OPEN:
+            return gate
+    return None
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -1,0 +1,178 @@
+"""relman's settings (RELMAN_* variables) and the one way to connect to Temporal.
+
+The Temporal connection is configured the Temporal way: `temporal.toml` profiles,
+`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, `TEMPORAL_TLS*`
+(read by `temporalio.envconfig`). Everything relman-specific lives in `Settings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.client import Client, Interceptor
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
+
+from relman.contracts import TASK_QUEUE
+from relman.errors import ConfigError, RelmanError
+
+DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+TEMPORAL_ENV_VARS = frozenset(
+    {
+        "TEMPORAL_ADDRESS",
+        "TEMPORAL_NAMESPACE",
+        "TEMPORAL_API_KEY",
+        "TEMPORAL_PROFILE",
+        "TEMPORAL_CONFIG_FILE",
+        "TEMPORAL_TLS",
+        "TEMPORAL_TLS_CLIENT_CERT_PATH",
+        "TEMPORAL_TLS_CLIENT_CERT_DATA",
+        "TEMPORAL_TLS_CLIENT_KEY_PATH",
+        "TEMPORAL_TLS_CLIENT_KEY_DATA",
+        "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+        "TEMPORAL_TLS_SERVER_CA_CERT_DATA",
+        "TEMPORAL_TLS_SERVER_NAME",
+        "TEMPORAL_TLS_DISABLE_HOST_VERIFICATION",
+        "TEMPORAL_GRPC_META",
+    }
+)
+"""Variables `temporalio.envconfig` reads (docker-compose is checked against them)."""
+
+
+def _default_catalog() -> Path:
+    # The example catalog relative to the working directory, else to the source checkout.
+    here = Path("examples/catalog.yaml")
+    return here if here.exists() else PACKAGE_ROOT / "examples" / "catalog.yaml"
+
+
+class Settings(BaseSettings):
+    """relman's own settings, read from RELMAN_* environment variables (or `.env`)."""
+
+    model_config = SettingsConfigDict(env_prefix="RELMAN_", env_file=".env", extra="ignore")
+
+    catalog: Path = Field(default_factory=_default_catalog)
+    """Service catalog (YAML): commands, environments and CAB roster per service."""
+    data_dir: Path = Path(".relman")
+    """Where the SQLite CMDB, environments, flags and packages live by default."""
+    cmdb_url: str | None = None
+    """SQLAlchemy URL of the CMDB; default `sqlite:///<data_dir>/cmdb.sqlite`."""
+    task_queue: str = Field(default=TASK_QUEUE, min_length=1, max_length=200)
+    activity_task_queue: str | None = Field(default=None, min_length=1, max_length=200)
+    """Optional separate queue for heavy activities (build, tests)."""
+    webhook_url: str | None = None
+    """Notifications are also POSTed here when set."""
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Prometheus `/metrics` from the SDK runtime on this port when set."""
+    metrics_host: str = "127.0.0.1"
+    otlp_endpoint: str | None = None
+    """OpenTelemetry traces to this OTLP/gRPC endpoint (e.g. http://localhost:4317)."""
+    trace_console: bool = False
+    """Print OpenTelemetry spans to stderr (when no OTLP endpoint is set)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    graceful_shutdown_seconds: float = Field(default=30.0, ge=0, le=3600)
+    """How long a stopping worker lets running activities finish before cancelling them."""
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("catalog", mode="after")
+    @classmethod
+    def _absolute_catalog(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("cmdb_url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL ({exc})") from None
+        return value
+
+    @field_validator("webhook_url", "otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @property
+    def cmdb(self) -> str:
+        """The CMDB URL to use: the configured one or SQLite under the data dir."""
+        return self.cmdb_url or f"sqlite:///{self.data_dir / 'cmdb.sqlite'}"
+
+    def require_catalog(self) -> Path:
+        """The catalog path, or a ConfigError naming RELMAN_CATALOG when it is missing."""
+        if not self.catalog.is_file():
+            raise ConfigError(f"RELMAN_CATALOG: {self.catalog} does not exist")
+        return self.catalog
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read Settings from the environment; a bad value raises ConfigError naming it."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = "RELMAN_" + "_".join(str(p) for p in err["loc"]).upper()
+        value = err.get("input")
+        shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{name}: {msg}{shown}") from None
+
+
+def temporal_connect_config(target_host: str | None = None) -> dict[str, Any]:
+    """Client.connect keyword arguments from temporal.toml / TEMPORAL_* variables."""
+    try:
+        config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    except Exception as exc:  # the bridge raises its own ConfigError type
+        raise ConfigError(f"Temporal client configuration: {exc}") from None
+    if target_host:
+        config["target_host"] = target_host
+    config.setdefault("target_host", DEFAULT_TEMPORAL_ADDRESS)
+    config.setdefault("namespace", "default")
+    return config
+
+
+async def connect(
+    target_host: str | None = None,
+    *,
+    interceptors: Sequence[Interceptor] = (),
+    runtime: Runtime | None = None,
+) -> Client:
+    """Connect to Temporal as configured, always with the pydantic data converter."""
+    config = temporal_connect_config(target_host)
+    try:
+        return await Client.connect(
+            **config,
+            data_converter=pydantic_data_converter,
+            interceptors=interceptors,
+            runtime=runtime,
+        )
+    except RuntimeError as exc:
+        raise RelmanError(
+            f"cannot reach Temporal at {config['target_host']} (namespace {config['namespace']}): "
+            f"{str(exc).splitlines()[0]}"
+        ) from None

@@ -1,0 +1,175 @@
+"""The relman worker: ReleaseWorkflow and the real activities on one (or two) task queues."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Interceptor, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from relman.config import Settings, connect, load_settings
+from relman.errors import ConfigError, RelmanError
+from relman.observability import (
+    configure_logging,
+    get_logger,
+    metrics_runtime,
+    shutdown_tracing,
+    worker_interceptors,
+)
+from relman.visibility import register_search_attributes
+
+log = get_logger("relman.worker")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The workflow sandbox, with pydantic passed through (its models are not reloaded per run)."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic")
+    )
+
+
+def load_activities(settings: Settings) -> list[Callable[..., Any]]:
+    """The real activities wired to the catalog, data dir, CMDB and webhook of `settings`."""
+    from relman.activities.registry import create_activities
+
+    catalog = settings.require_catalog()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return create_activities(catalog, settings.data_dir, settings.cmdb, settings.webhook_url)
+    except RelmanError:
+        raise
+    except Exception as exc:  # a bad catalog or CMDB URL must name the setting, not crash
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ConfigError(f"RELMAN_CATALOG / RELMAN_CMDB_URL: {first}") from None
+
+
+def build_workers(
+    client: Client,
+    settings: Settings,
+    activities: Sequence[Callable[..., Any]],
+    *,
+    interceptors: Sequence[Interceptor] = (),
+    executor: ThreadPoolExecutor | None = None,
+) -> list[Worker]:
+    """One worker for workflows + activities, plus one for heavy activities when configured."""
+    from relman.workflows.release import ReleaseWorkflow
+
+    executor = executor or ThreadPoolExecutor(max_workers=16, thread_name_prefix="relman-activity")
+    common: dict[str, Any] = {
+        "activities": list(activities),
+        "activity_executor": executor,
+        "interceptors": list(interceptors),
+        "graceful_shutdown_timeout": timedelta(seconds=settings.graceful_shutdown_seconds),
+    }
+    workers = [
+        Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=[ReleaseWorkflow],
+            workflow_runner=workflow_runner(),
+            **common,
+        )
+    ]
+    if settings.activity_task_queue and settings.activity_task_queue != settings.task_queue:
+        workers.append(Worker(client, task_queue=settings.activity_task_queue, **common))
+    return workers
+
+
+async def run_worker(
+    settings: Settings | None = None,
+    *,
+    client: Client | None = None,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run until SIGTERM/SIGINT (or `stop`), then shut down gracefully."""
+    settings = settings or load_settings()
+    activities = load_activities(settings)
+    interceptors = list(worker_interceptors(settings))
+    if client is None:
+        client = await connect(runtime=metrics_runtime(settings))
+    try:
+        added = await register_search_attributes(client)
+        if added:
+            log.info("registered search attributes", added=added)
+    except Exception as exc:  # e.g. Temporal Cloud: attributes are managed elsewhere
+        log.warning("could not check search attributes", error=str(exc).splitlines()[0])
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if handle_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+    workers = build_workers(client, settings, activities, interceptors=interceptors)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for w in workers:
+                await stack.enter_async_context(w)
+            log.info(
+                "worker ready",
+                address=client.service_client.config.target_host,
+                namespace=client.namespace,
+                task_queue=settings.task_queue,
+                activity_task_queue=settings.activity_task_queue,
+                activities=len(activities),
+                cmdb=_redact(settings.cmdb),
+                metrics=(
+                    f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+                    if settings.metrics_port
+                    else None
+                ),
+                tracing=settings.otlp_endpoint or ("console" if settings.trace_console else None),
+            )
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            log.info("worker stopping", graceful_seconds=settings.graceful_shutdown_seconds)
+    finally:
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(sig)
+        shutdown_tracing()
+    log.info("worker stopped")
+
+
+def _redact(url: str) -> str:
+    # Never log a database password.
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable>"
+
+
+def main() -> int:
+    """`python -m relman.worker` / `python worker.py`: configure logging and run."""
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        asyncio.run(run_worker(settings))
+    except RelmanError as exc:
+        log.error("worker cannot start", reason=str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # sdk-python#300: the SDK can crash at interpreter exit
