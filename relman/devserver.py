@@ -99,7 +99,7 @@ class DevServer:
         self.process = subprocess.Popen(
             cmd, stdout=log_out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-        if log_out is not subprocess.DEVNULL:
+        if not isinstance(log_out, int):
             log_out.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
