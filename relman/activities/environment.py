@@ -1,0 +1,276 @@
+"""Environment activities: a directory of release folders and a `current` symlink.
+
+`<base>/<version>/` holds a copy of the package; `<base>/current` points at one of them and
+is switched atomically (a temporary link renamed over it). `<base>/.relman/deploys.json`
+records, per idempotency key, what each deploy replaced, so a retry returns the same result
+and a rollback restores exactly the version that was there before.
+
+Concurrency rule: every switch of an environment holds an exclusive `fcntl` lock on
+`<base>/.relman/lock`. Copying a package happens before taking the lock, so the lock is
+held for milliseconds and a second deploy or rollback simply waits its turn (serialized).
+If the lock is still held after `lock_wait` seconds the holder is stuck, and the caller is
+refused with a non-retryable `EnvironmentLocked` naming the holder's key. The kernel drops
+the lock when its process dies, so a crashed worker never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from relman.activities.build import PackageInvalid, verify_package
+from relman.catalog import Catalog, UnknownService
+from relman.contracts import (
+    Activity,
+    DeployInput,
+    DeployResult,
+    Environment,
+    ErrorType,
+    ReleasePackage,
+    RollbackInput,
+)
+
+log = structlog.get_logger(__name__)
+
+CURRENT = "current"
+STATE_DIR = ".relman"
+DIGEST_FILE = ".relman-digest"
+
+
+def _heartbeat(details: dict[str, Any]) -> None:
+    # The adapter is usable outside an activity too (scripts, tests of the directory logic).
+    if activity.in_activity():
+        activity.heartbeat(details)
+
+
+class EnvironmentDir:
+    """One environment's directory; all methods are synchronous and take the lock."""
+
+    def __init__(self, base: Path, name: str = "env", lock_wait: float = 30.0) -> None:
+        self.base = base
+        self.name = name
+        self.lock_wait = lock_wait
+        self.state_dir = base / STATE_DIR
+        self.state_file = self.state_dir / "deploys.json"
+
+    def ensure(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    def current(self) -> str | None:
+        """The version `current` points at, or None."""
+        link = self.base / CURRENT
+        return os.readlink(link) if link.is_symlink() else None
+
+    def version_dir(self, version: str) -> Path:
+        return self.base / version
+
+    @contextlib.asynccontextmanager
+    async def locked(self, holder: str) -> AsyncIterator[None]:
+        self.ensure()
+        fd = os.open(self.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + self.lock_wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        other = os.pread(fd, 256, 0).decode(errors="replace").strip() or "unknown"
+                        raise ApplicationError(
+                            f"{self.name} environment at {self.base} is locked by {other} "
+                            f"for more than {self.lock_wait:g}s",
+                            type=ErrorType.ENVIRONMENT_LOCKED,
+                            non_retryable=True,
+                        ) from None
+                    _heartbeat({"waiting_for_lock": self.name})
+                    await asyncio.sleep(0.05)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def load_state(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save_state(self, state: dict[str, dict[str, Any]]) -> None:
+        tmp = self.state_dir / f".deploys-{uuid.uuid4().hex[:8]}.json"
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        os.replace(tmp, self.state_file)
+
+    def switch(self, version: str | None) -> None:
+        """Point `current` at `version` atomically, or remove it when None."""
+        link = self.base / CURRENT
+        if version is None:
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            return
+        tmp = self.base / f".current-{uuid.uuid4().hex[:8]}"
+        os.symlink(version, tmp)  # relative: the environment can be moved as a whole
+        os.replace(tmp, link)
+
+    def stage(self, package: ReleasePackage) -> None:
+        """Copy the package to `<base>/<version>` unless that exact package is there already."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        target = self.version_dir(package.version)
+        marker = target / DIGEST_FILE
+        if marker.is_file() and marker.read_text().strip() == package.digest:
+            return
+        if target.exists() and self.current() == package.version:
+            raise ApplicationError(
+                f"{self.name} already serves {package.version} with different content; refusing to overwrite",
+                type=ErrorType.DEPLOY_FAILED,
+                non_retryable=True,
+            )
+        tmp = self.base / f".incoming-{package.version}-{uuid.uuid4().hex[:8]}"
+        shutil.copytree(package.path, tmp, symlinks=False)
+        (tmp / DIGEST_FILE).write_text(package.digest + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+
+
+class EnvironmentActivities:
+    """Deploy and roll back catalog environments (directories with a `current` symlink)."""
+
+    def __init__(self, catalog: Catalog, lock_wait: float = 30.0) -> None:
+        self.catalog = catalog
+        self.lock_wait = lock_wait
+
+    def env(self, service: str, environment: Environment) -> EnvironmentDir:
+        try:
+            spec = self.catalog.service(service)
+        except UnknownService as exc:
+            raise ApplicationError(str(exc), type=ErrorType.UNKNOWN_SERVICE, non_retryable=True) from None
+        return EnvironmentDir(spec.env_dir(environment), f"{service}/{environment.value}", self.lock_wait)
+
+    @activity.defn(name=Activity.DEPLOY)
+    async def deploy(self, inp: DeployInput) -> DeployResult:
+        """Put `inp.version` live in the environment; a no-op when it already is."""
+        env = self.env(inp.service, inp.environment)
+        env.ensure()
+        recorded = env.load_state().get(inp.idempotency_key)
+        if recorded and env.current() == recorded["version"]:
+            return DeployResult.model_validate(recorded["result"])
+        try:
+            await asyncio.to_thread(verify_package, Path(inp.package.path))
+        except PackageInvalid as exc:
+            raise ApplicationError(
+                f"package {inp.package.path} is not deployable: {exc}",
+                type=ErrorType.PACKAGE_INVALID,
+                non_retryable=True,
+            ) from None
+        if inp.package.version != inp.version:
+            raise ApplicationError(
+                f"package is {inp.package.version}, deploy asked for {inp.version}",
+                type=ErrorType.DEPLOY_FAILED,
+                non_retryable=True,
+            )
+        # Copy outside the lock: the lock only guards the switch and the state file.
+        await asyncio.to_thread(env.stage, inp.package)
+        async with env.locked(inp.idempotency_key):
+            previous = env.current()
+            changed = previous != inp.version
+            result = DeployResult(
+                environment=inp.environment, version=inp.version, previous_version=previous, changed=changed
+            )
+            state = env.load_state()
+            state[inp.idempotency_key] = {
+                "release_id": inp.release_id,
+                "version": inp.version,
+                "previous_version": previous,
+                "at": time.time(),
+                "result": result.model_dump(mode="json"),
+            }
+            # Record before switching: a crash in between leaves a record whose retry redoes
+            # the switch, never a switch without the record of what it replaced.
+            env.save_state(state)
+            if changed:
+                env.switch(inp.version)
+        log.info(
+            "deploy.done",
+            key=inp.idempotency_key,
+            env=env.name,
+            version=inp.version,
+            previous=previous,
+            changed=changed,
+        )
+        return result
+
+    @activity.defn(name=Activity.ROLLBACK)
+    async def rollback(self, inp: RollbackInput) -> DeployResult:
+        """Undo this release's deploy: put back what it replaced (from the state file).
+
+        The state file wins over `inp.restore_version`: if the workflow never saw the deploy's
+        result (a timeout after the switch), the record still says what was there before.
+        If `current` has moved on to a third version, nothing is touched and the rollback is
+        refused (non-retryable) rather than clobbering another release.
+        """
+        env = self.env(inp.service, inp.environment)
+        async with env.locked(inp.idempotency_key):
+            records = [
+                r
+                for r in env.load_state().values()
+                if r.get("release_id") == inp.release_id and r.get("version") == inp.version
+            ]
+            records.sort(key=lambda r: r.get("at", 0))
+            current = env.current()
+            if records:
+                changing = [r for r in records if r["previous_version"] != inp.version]
+                restore = changing[0]["previous_version"] if changing else inp.version
+            else:
+                # Nothing recorded: only roll back if our version is what serves.
+                restore = inp.restore_version if current == inp.version else current
+            if current == restore:
+                return DeployResult(
+                    environment=inp.environment,
+                    version=current or inp.version,
+                    previous_version=current,
+                    changed=False,
+                )
+            if current not in (inp.version, None):
+                raise ApplicationError(
+                    f"{env.name} now serves {current}, not {inp.version}; refusing to roll back over it",
+                    type=ErrorType.DEPLOY_FAILED,
+                    non_retryable=True,
+                )
+            if restore is not None and not env.version_dir(restore).is_dir():
+                raise ApplicationError(
+                    f"{env.name}: version {restore} to restore is not on disk",
+                    type=ErrorType.DEPLOY_FAILED,
+                    non_retryable=True,
+                )
+            env.switch(restore)
+        log.info(
+            "rollback.done", key=inp.idempotency_key, env=env.name, removed=inp.version, restored=restore
+        )
+        # `version` is what now serves; with nothing to restore it stays the removed version's
+        # name only because the contract requires one (`previous_version` says what was live).
+        return DeployResult(
+            environment=inp.environment,
+            version=restore or inp.version,
+            previous_version=current,
+            changed=True,
+        )

@@ -1,0 +1,118 @@
+"""Wires the real adapters into activity objects; the worker registers what this returns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from relman.activities.build import BuildActivities
+from relman.activities.environment import EnvironmentActivities
+from relman.activities.exposure import ExposureActivities
+from relman.activities.health import HealthActivities
+from relman.activities.notify import NotifyActivities
+from relman.activities.requests import RequestActivities
+from relman.activities.testing import TestActivities
+from relman.catalog import Catalog, load_catalog
+
+log = structlog.get_logger(__name__)
+
+
+def sync_catalog_to_cmdb(catalog: Catalog, store: Any) -> int:
+    """Upsert every catalog CI and relationship into the CMDB; returns the writes applied.
+
+    Keys carry a hash of the declaration, so an unchanged catalog writes nothing and an
+    edited one writes once.
+    """
+    from relman.cmdb.records import CiSpec as CmdbCi
+
+    def key(kind: str, detail: dict[str, Any]) -> str:
+        digest = hashlib.sha256(json.dumps(detail, sort_keys=True).encode()).hexdigest()[:16]
+        return f"catalog/{kind}/{digest}"
+
+    cis = [
+        CmdbCi(
+            name=spec.ci_name or name,
+            ci_class=spec.ci_class,
+            description=spec.description[:1000],
+            owner=spec.owner,
+            criticality=spec.criticality,
+        )
+        for name, spec in catalog.services.items()
+    ]
+    cis += [
+        CmdbCi(
+            name=ci.name,
+            ci_class=ci.ci_class,
+            description=ci.description[:1000],
+            owner=ci.owner,
+            criticality=ci.criticality,
+        )
+        for ci in catalog.configuration_items
+    ]
+    writes = 0
+    for ci in cis:
+        store.upsert_ci(ci, actor="catalog", idempotency_key=key("ci", ci.model_dump(mode="json")))
+        writes += 1
+    for name, spec in catalog.services.items():
+        for rel in spec.relationships:
+            edge = {"parent": spec.ci_name or name, "type": rel.type, "child": rel.target}
+            if store.add_relationship(
+                edge["parent"], rel.target, rel.type, actor="catalog", idempotency_key=key("rel", edge)
+            ):
+                writes += 1
+    return writes
+
+
+def create_activities(
+    catalog_path: Path,
+    data_dir: Path,
+    cmdb_url: str,
+    webhook_url: str | None = None,
+) -> list[Callable[..., Any]]:
+    """Every activity of relman bound to its real adapter, ready for `Worker(activities=...)`.
+
+    Build and test output lives under `data_dir/work`; the catalog's `{data_dir}` paths
+    (environments) resolve against `data_dir`. The catalog's CIs and relationships are
+    synced into the CMDB here (a failure is logged: the CMDB activities retry later).
+    """
+    from relman.activities.cmdb import CmdbActivities
+    from relman.cmdb.store import CmdbStore
+
+    data_dir = Path(data_dir)
+    catalog = load_catalog(catalog_path, data_dir=data_dir)
+    work_root = data_dir / "work"
+    work_root.mkdir(parents=True, exist_ok=True)
+    store = CmdbStore(cmdb_url)
+    try:
+        writes = sync_catalog_to_cmdb(catalog, store)
+        log.info("catalog.synced", services=len(catalog.services), writes=writes)
+    except Exception as exc:  # the worker still starts; the CMDB may come back later
+        log.warning("catalog.sync_failed", error=f"{type(exc).__name__}: {exc}")
+
+    requests = RequestActivities(catalog)
+    build = BuildActivities(catalog, work_root)
+    tests = TestActivities(catalog, work_root)
+    envs = EnvironmentActivities(catalog)
+    exposure = ExposureActivities(catalog)
+    health = HealthActivities(catalog)
+    notify = NotifyActivities(webhook_url)
+    cmdb = CmdbActivities(store)
+    return [
+        requests.validate_request,
+        build.build_package,
+        tests.run_tests,
+        envs.deploy,
+        envs.rollback,
+        exposure.set_exposure,
+        health.check_health,
+        notify.notify,
+        cmdb.open_change,
+        cmdb.update_change,
+        cmdb.close_change,
+        cmdb.check_window,
+    ]

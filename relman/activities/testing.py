@@ -1,0 +1,165 @@
+"""Test activity: run the catalog's suites against staging, read JUnit XML, judge acceptance.
+
+The workflow deploys the package to staging first (`deploy`); suites then run with
+`{release_dir}` = the staging copy of this version (or the package itself if staging does
+not hold it). Each suite writes JUnit XML; a suite past its timeout is killed with its whole
+process group and reported `timed_out`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from relman.activities.runner import command_env, run_command
+from relman.catalog import Catalog, SuiteSpec, UnknownService, render_argv, substitute
+from relman.contracts import Activity, Environment, ErrorType, SuiteResult, TestInput, TestReport
+
+log = structlog.get_logger(__name__)
+
+_MAX_FAILURE_NAMES = 50
+
+
+def parse_junit(path: Path, suite: str) -> SuiteResult:
+    """Count passed/failed/skipped/errors over every `testcase` and name the failures."""
+    root = ET.parse(path).getroot()
+    result = SuiteResult(name=suite)
+    for case in root.iter("testcase"):
+        name = "::".join(p for p in (case.get("classname", ""), case.get("name", "?")) if p)
+        if case.find("failure") is not None:
+            result.failed += 1
+            result.failures.append(name)
+        elif case.find("error") is not None:
+            result.errors += 1
+            result.failures.append(name)
+        elif case.find("skipped") is not None:
+            result.skipped += 1
+        else:
+            result.passed += 1
+    result.failures = result.failures[:_MAX_FAILURE_NAMES]
+    return result
+
+
+def suite_passes(result: SuiteResult, required_rate: float) -> bool:
+    """A suite passes when it finished, ran something and reached the required pass rate."""
+    ran = result.passed + result.failed + result.errors
+    return not result.timed_out and ran > 0 and result.pass_rate >= required_rate
+
+
+class TestActivities:
+    """Runs test suites from the catalog; reports per suite, raises `TestsFailed` on rejection."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def __init__(self, catalog: Catalog, work_root: Path | None = None) -> None:
+        self.catalog = catalog
+        self.work_root = work_root
+
+    async def run_suite(
+        self, suite: SuiteSpec, values: dict[str, str], out_dir: Path, env: dict[str, str]
+    ) -> SuiteResult:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        values = {**values, "junit": str(out_dir / "junit.xml")}
+        cwd = Path(substitute(suite.cwd, values))
+        junit = Path(substitute(suite.junit, values))
+        if not junit.is_absolute():
+            junit = cwd / junit
+        junit.unlink(missing_ok=True)  # never read a previous attempt's report
+        result = await run_command(
+            render_argv(suite.command, values),
+            cwd=cwd,
+            timeout=suite.timeout,
+            env=env,
+            output_path=out_dir / "output.log",
+            heartbeat=lambda d: activity.heartbeat({"suite": suite.name, **d}),
+        )
+        report = SuiteResult(name=suite.name)
+        if junit.is_file():
+            try:
+                report = parse_junit(junit, suite.name)
+            except ET.ParseError as exc:
+                report.errors += 1
+                report.failures.append(f"{suite.name}: unreadable JUnit XML ({exc})")
+        if result.timed_out:
+            report.timed_out = True
+            report.failures.append(f"{suite.name}: killed after its {suite.timeout:g}s timeout")
+        elif not junit.is_file():
+            report.errors += 1
+            report.failures.append(f"{suite.name}: no JUnit XML written (exit {result.returncode})")
+        elif result.returncode != 0 and not report.failures:
+            report.errors += 1
+            report.failures.append(f"{suite.name}: exit {result.returncode} with no failing test reported")
+        log.info(
+            "tests.suite",
+            suite=suite.name,
+            passed=report.passed,
+            failed=report.failed,
+            errors=report.errors,
+            skipped=report.skipped,
+            timed_out=report.timed_out,
+            seconds=round(result.duration, 2),
+        )
+        return report
+
+    @activity.defn(name=Activity.RUN_TESTS)
+    async def run_tests(self, inp: TestInput) -> TestReport:
+        """Run every configured suite; `TestsFailed` (non-retryable) names the failing tests."""
+        try:
+            spec = self.catalog.service(inp.service)
+        except UnknownService as exc:
+            raise ApplicationError(str(exc), type=ErrorType.UNKNOWN_SERVICE, non_retryable=True) from None
+        staging = spec.env_dir(Environment.STAGING)
+        release_dir = staging / inp.version
+        if not release_dir.is_dir():
+            release_dir = Path(inp.package.path)
+        if self.work_root is not None:
+            out_root = self.work_root / inp.release_id / "tests" / inp.step
+            shutil.rmtree(out_root, ignore_errors=True)
+            cleanup = False
+        else:
+            out_root = Path(tempfile.mkdtemp(prefix="relman-tests-"))
+            cleanup = True
+        values = {
+            "version": inp.version,
+            "service": inp.service,
+            "env_dir": str(staging),
+            "release_dir": str(release_dir),
+            "source_dir": str(spec.workdir),
+            "work_dir": str(out_root),
+        }
+        env = command_env(spec.env)
+        suites: list[SuiteResult] = []
+        verdicts: list[bool] = []
+        try:
+            for suite in spec.tests:
+                activity.heartbeat({"suite": suite.name, "starting": True})
+                result = await self.run_suite(suite, values, out_root / suite.name, env)
+                suites.append(result)
+                verdicts.append(
+                    suite_passes(result, max(suite.required_pass_rate, inp.acceptance.min_pass_rate))
+                )
+        finally:
+            if cleanup:
+                shutil.rmtree(out_root, ignore_errors=True)
+        report = TestReport(suites=suites, accepted=all(verdicts))
+        if not report.accepted:
+            failing = [name for s, ok in zip(suites, verdicts, strict=True) if not ok for name in s.failures]
+            summary = ", ".join(
+                f"{s.name} {s.passed}/{s.passed + s.failed + s.errors}"
+                for s, ok in zip(suites, verdicts, strict=True)
+                if not ok
+            )
+            names = ", ".join(failing[:20])
+            raise ApplicationError(
+                f"{inp.service} {inp.version} failed acceptance ({summary}); failing: {names}",
+                report.model_dump(mode="json"),
+                type=ErrorType.TESTS_FAILED,
+                non_retryable=True,
+            )
+        return report
