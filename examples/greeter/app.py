@@ -1,0 +1,158 @@
+"""greeter: a tiny real HTTP service with a metrics endpoint (stdlib only).
+
+GET /greet?name=ana -> {"message": "Hello, ana!", "version": "..."}
+GET /metrics        -> requests, errors, error_rate, latency percentiles (ms)
+
+A version's behaviour comes from `behaviour.json` next to this file (the build copies
+`behaviour/<version>.json` there), so releases of the example can misbehave on purpose:
+`{"bug": "tests"}` breaks the greeting, `{"error_rate": 0.3}` fails 30% of requests,
+`{"latency_ms": 50}` slows every request down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_behaviour(root: Path = HERE) -> dict[str, Any]:
+    try:
+        data = json.loads((root / "behaviour.json").read_text())
+    except FileNotFoundError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_version(root: Path = HERE) -> str:
+    try:
+        return (root / "VERSION").read_text().strip()
+    except FileNotFoundError:
+        return "0.0.0-dev"
+
+
+def greeting(name: str, behaviour: dict[str, Any] | None = None) -> str:
+    """The greeting for `name`; the `tests` bug drops the punctuation and the name's case."""
+    name = name.strip() or "world"
+    if (behaviour or {}).get("bug") == "tests":
+        return f"hello {name.lower()}"
+    return f"Hello, {name}!"
+
+
+class Metrics:
+    """Request count, errors and latencies since start; thread-safe."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.errors = 0
+        self.latencies: list[float] = []
+
+    def record(self, seconds: float, error: bool) -> None:
+        with self.lock:
+            self.requests += 1
+            self.errors += int(error)
+            self.latencies.append(seconds * 1000)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            lat = sorted(self.latencies)
+            n = self.requests
+
+            def pct(p: float) -> float:
+                return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else 0.0
+
+            return {
+                "requests": n,
+                "samples": n,
+                "errors": self.errors,
+                "error_rate": round(self.errors / n, 4) if n else 0.0,
+                "latency_p50_ms": pct(0.50),
+                "latency_p95_ms": pct(0.95),
+                "latency_p99_ms": pct(0.99),
+                "latency_ms": pct(0.95),
+            }
+
+
+class Greeter:
+    """The service state: version, behaviour and metrics."""
+
+    def __init__(self, root: Path = HERE) -> None:
+        self.version = load_version(root)
+        self.behaviour = load_behaviour(root)
+        self.metrics = Metrics()
+        self._count = 0
+        self._count_lock = threading.Lock()
+
+    def should_fail(self) -> bool:
+        # Deterministic: exactly round(n * rate) of the first n requests fail.
+        rate = float(self.behaviour.get("error_rate", 0))
+        with self._count_lock:
+            n = self._count
+            self._count += 1
+        return int((n + 1) * rate) > int(n * rate)
+
+
+def make_handler(svc: Greeter) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def _send(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            if url.path == "/metrics":
+                self._send(200, {"version": svc.version, **svc.metrics.snapshot()})
+                return
+            if url.path != "/greet":
+                self._send(404, {"error": "not found"})
+                return
+            started = time.perf_counter()
+            time.sleep(float(svc.behaviour.get("latency_ms", 0)) / 1000)
+            failed = svc.should_fail()
+            if failed:
+                self._send(500, {"error": "injected failure"})
+            else:
+                name = parse_qs(url.query).get("name", ["world"])[0]
+                self._send(200, {"message": greeting(name, svc.behaviour), "version": svc.version})
+            svc.metrics.record(time.perf_counter() - started, failed)
+
+    return Handler
+
+
+def serve(port: int = 0, root: Path = HERE) -> tuple[ThreadingHTTPServer, Greeter]:
+    """Start the service on 127.0.0.1:`port` (0 = ephemeral) in a daemon thread."""
+    svc = Greeter(root)
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(svc))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, svc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="greeter HTTP service")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args()
+    server, svc = serve(args.port)
+    print(f"greeter {svc.version} on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Makes `app` importable for the tests (pytest puts this directory on sys.path)."""
