@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -62,7 +63,14 @@ from relman.visibility import (
     RELEASE_VERSION,
 )
 
-__all__ = ["NotFoundError", "RefusedError", "ReleaseClient", "ReleaseSummary", "RelmanError"]
+__all__ = [
+    "NotFoundError",
+    "RefusedError",
+    "ReleaseClient",
+    "ReleaseSummary",
+    "RelmanError",
+    "load_manifest",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -100,6 +108,33 @@ def build(model: type[M], **fields: Any) -> M:
         return model.model_validate(fields)
     except ValidationError as exc:
         raise RelmanError(one_line(exc)) from None
+
+
+def load_manifest(path: Path) -> ReleaseRequest:
+    """A ReleaseRequest from a YAML manifest (its fields at the top level or under `request:`)."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise RelmanError(f"manifest {path} not found") from None
+    except OSError as exc:
+        raise RelmanError(f"manifest {path} cannot be read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise RelmanError(f"manifest {path} is not valid YAML{where}: {problem}") from None
+    if isinstance(data, dict) and isinstance(data.get("request"), dict):
+        data = data["request"]
+    if not isinstance(data, dict):
+        raise RelmanError(f"manifest {path} must be a mapping of release fields (service, version, ...)")
+    try:
+        return ReleaseRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RelmanError(f"manifest {path}: {one_line(exc)}") from None
 
 
 def _failure_message(exc: BaseException) -> str:

@@ -172,7 +172,8 @@ async def connect(
             runtime=runtime,
         )
     except RuntimeError as exc:
+        text = str(exc)
+        why = "connection refused" if "refused" in text.lower() else text.splitlines()[0][:200]
         raise RelmanError(
-            f"cannot reach Temporal at {config['target_host']} (namespace {config['namespace']}): "
-            f"{str(exc).splitlines()[0]}"
+            f"cannot reach Temporal at {config['target_host']} (namespace {config['namespace']}): {why}"
         ) from None
