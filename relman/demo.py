@@ -1,0 +1,234 @@
+"""`relman demo`: a dev server, a worker and two example releases, approvals sent by the demo.
+
+greeter 1.1.0 goes through every phase (CAB quorum, plan approval, build, tests, dark
+launch, go-live, review with feedback, close); greeter 1.3.0 passes its tests but fails
+health in the dark launch and rolls back. Every phase change is printed as it happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from relman.client import ReleaseClient, load_manifest
+from relman.config import PACKAGE_ROOT, Settings, load_settings
+from relman.contracts import Decision, GateState, Outcome, Phase, ReleaseStatus
+from relman.devserver import DevServer, free_port, port_free
+from relman.errors import RelmanError
+from relman.observability import configure_logging
+
+EXAMPLES = PACKAGE_ROOT / "examples"
+
+
+@dataclass
+class DemoRelease:
+    label: str
+    manifest: Path
+    expected: set[Outcome]
+    feedback: tuple[str, int, str] = ("alice", 5, "greeting reads well")
+    release_id: str = ""
+    status: ReleaseStatus | None = None
+    seen: int = 0
+    awaiting: str = ""
+    voted: set[tuple[str, str, str]] = field(default_factory=set)
+    showed_refusal: bool = False
+    stages_shown: set[str] = field(default_factory=set)
+
+
+def demo_releases(examples: Path = EXAMPLES) -> list[DemoRelease]:
+    return [
+        DemoRelease("good", examples / "releases" / "greeter-1.1.0.yaml", {Outcome.COMPLETED}),
+        DemoRelease("bad ", examples / "releases" / "greeter-1.3.0.yaml", {Outcome.ROLLED_BACK}),
+    ]
+
+
+async def drive(
+    client: ReleaseClient, r: DemoRelease, emit: Callable[[str], None], timeout: float = 300.0
+) -> ReleaseStatus:
+    """Act as the CAB and the users: approve open gates, give feedback; print each change."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    fed_back = False
+    while True:
+        st = await client.status(r.release_id)
+        r.status = st
+        for h in st.history[r.seen :]:
+            emit(f"[{r.label}] {h.at.astimezone(UTC):%H:%M:%S}  {h.phase.value:<23} {h.note}".rstrip())
+        r.seen = len(st.history)
+        for stage in st.stages:
+            if stage.verdict is not None and stage.name not in r.stages_shown:
+                r.stages_shown.add(stage.name)
+                note = f" — {stage.note}" if stage.note else ""
+                emit(
+                    f"[{r.label}]           stage {stage.name} ({stage.percent:g}%): {stage.verdict.value}{note}"
+                )
+        if st.awaiting != r.awaiting and st.outcome is None:
+            r.awaiting = st.awaiting
+            if st.awaiting:
+                emit(f"[{r.label}]           waiting for {st.awaiting}")
+        if st.outcome is not None:
+            return st
+        for gate, g in st.gates.items():
+            if g.state is not GateState.OPEN:
+                continue
+            if not r.showed_refusal:
+                # Separation of duties, shown once: the requester may not approve.
+                r.showed_refusal = True
+                try:
+                    await client.approve(r.release_id, st.request.requested_by, gate)
+                except RelmanError as exc:
+                    emit(f"[{r.label}]           {st.request.requested_by} tries to approve → {exc}")
+            voted = {a.vote.on_behalf_of or a.vote.approver for a in g.votes}
+            approvals = sum(1 for a in g.votes if a.vote.decision is Decision.APPROVE)
+            for member in g.eligible:
+                if approvals >= g.required:
+                    break
+                key = (gate.value, g.subject_hash, member)
+                if member in voted or member == st.request.requested_by or key in r.voted:
+                    continue
+                r.voted.add(key)
+                try:
+                    after = await client.approve(
+                        r.release_id,
+                        member,
+                        gate,
+                        comment="approved by the demo",
+                        subject_hash=g.subject_hash,
+                    )
+                except RelmanError as exc:
+                    emit(f"[{r.label}]           {member} approve {gate.value} → {exc}")
+                    continue
+                approvals += 1
+                emit(
+                    f"[{r.label}]           {member} approves the {gate.value} gate "
+                    f"({approvals}/{g.required}, gate {after.state.value})"
+                )
+        if st.phase is Phase.REVIEWING and not fed_back:
+            fed_back = True
+            who, rating, comment = r.feedback
+            await client.feedback(r.release_id, who, rating, comment)
+            emit(f"[{r.label}]           {who} gives feedback {rating}/5: {comment}")
+        if loop.time() > deadline:
+            raise RelmanError(f"{r.release_id} did not finish within {timeout:.0f}s (phase {st.phase.value})")
+        await asyncio.sleep(0.3)
+
+
+def _ports(port: int | None, ui_port: int | None) -> tuple[int, int]:
+    p = port or (7233 if port_free(7233) else free_port())
+    u = ui_port or (8233 if port_free(8233) and p != 8233 else free_port())
+    return p, u
+
+
+async def run_demo(
+    *,
+    exit_when_done: bool = False,
+    port: int | None = None,
+    ui_port: int | None = None,
+    emit: Callable[[str], None] = print,
+    base: Settings | None = None,
+) -> bool:
+    """Run the demo; True when both releases ended as expected."""
+    from relman.worker import run_worker
+
+    began = time.monotonic()
+    base = base or load_settings()
+    demo_dir = base.data_dir / "demo"
+    # The demo owns this directory: start clean so the example releases can run again.
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    demo_dir.mkdir(parents=True)
+    settings = base.model_copy(
+        update={
+            "data_dir": demo_dir,
+            "catalog": EXAMPLES / "catalog.yaml",
+            "cmdb_url": f"sqlite:///{demo_dir / 'cmdb.sqlite'}",
+            "activity_task_queue": None,
+            "graceful_shutdown_seconds": 5.0,
+        }
+    )
+    log_file = demo_dir / "worker.log"
+    configure_logging("INFO", "json", stream=open(log_file, "a"))  # noqa: SIM115
+    logging.getLogger("temporalio").setLevel(logging.WARNING)
+
+    p, u = _ports(port, ui_port)
+    server = DevServer(p, u, demo_dir / "temporal.db")
+    emit(f"starting a Temporal dev server on 127.0.0.1:{p} (state in {demo_dir})")
+    client = await server.start()
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    worker_task = asyncio.create_task(
+        run_worker(settings, client=client, stop=stop, ready=ready, handle_signals=False)
+    )
+    try:
+        ready_wait = asyncio.create_task(ready.wait())
+        await asyncio.wait({ready_wait, worker_task}, return_when=asyncio.FIRST_COMPLETED)
+        if worker_task.done():
+            worker_task.result()  # raises the worker's start-up error
+        emit(f"worker ready on task queue {settings.task_queue} (logs: {log_file})")
+        emit(f"Temporal UI: {server.ui_url}")
+        rc = ReleaseClient(client, settings.task_queue)
+        releases = demo_releases()
+        for r in releases:
+            request = load_manifest(r.manifest)
+            # committed an hour ago, so the CMDB's lead-time metric has something to show
+            request = request.model_copy(update={"committed_at": datetime.now(UTC) - timedelta(hours=1)})
+            r.release_id = await rc.start(request)
+            emit(f"[{r.label}] started {r.release_id}: {request.title}")
+        results = await asyncio.gather(*(drive(rc, r, emit) for r in releases))
+        ok = True
+        emit("")
+        for r, st in zip(releases, results, strict=True):
+            good = st.outcome in r.expected
+            ok = ok and good
+            mark = "as expected" if good else f"UNEXPECTED (wanted {', '.join(o.value for o in r.expected)})"
+            extra = f"; compensations: {', '.join(st.compensations)}" if st.compensations else ""
+            emit(f"{r.release_id}: {st.outcome.value if st.outcome else '-'} — {mark}{extra}")
+        _print_cmdb(settings, emit)
+        emit(f"demo took {time.monotonic() - began:.0f}s; browse the releases at {server.ui_url}")
+        if not exit_when_done:
+            emit("the server keeps running for the UI; Ctrl-C to stop")
+            await _until_interrupted()
+        return ok
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(worker_task, 15)
+        server.stop()
+
+
+def _print_cmdb(settings: Settings, emit: Callable[[str], None]) -> None:
+    from relman.cmdb import CmdbStore
+
+    store = CmdbStore(settings.cmdb)
+    try:
+        emit("CMDB:")
+        for c in store.list_changes():
+            code = c.close_code.value if c.close_code else "-"
+            emit(f"  change {c.release_id}: {c.status}, close code {code}")
+        for ci in store.list_cis():
+            if ci.current_version:
+                emit(f"  CI {ci.name} now at version {ci.current_version}")
+        now = datetime.now(UTC)
+        m = store.dora(now - timedelta(days=1), now + timedelta(minutes=1))
+        rate = "-" if m.change_fail_rate is None else f"{m.change_fail_rate:.0%}"
+        emit(
+            f"  DORA (24h): {m.deployments} deployment(s) of {m.attempts} attempt(s), change fail rate {rate}"
+        )
+    finally:
+        store.close()
+
+
+async def _until_interrupted() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
