@@ -67,9 +67,8 @@ async def drive(
             if stage.verdict is not None and stage.name not in r.stages_shown:
                 r.stages_shown.add(stage.name)
                 note = f" — {stage.note}" if stage.note else ""
-                emit(
-                    f"[{r.label}]           stage {stage.name} ({stage.percent:g}%): {stage.verdict.value}{note}"
-                )
+                what = f"stage {stage.name} ({stage.percent:g}%): {stage.verdict.value}{note}"
+                emit(f"[{r.label}]           {what}")
         if st.awaiting != r.awaiting and st.outcome is None:
             r.awaiting = st.awaiting
             if st.awaiting:
