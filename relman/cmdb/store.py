@@ -54,6 +54,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
 
 from relman.cmdb import dora as dora_
+from relman.cmdb import pg
 from relman.cmdb.errors import CmdbConflict, CmdbError, CmdbInvalid, CmdbNotFound, CmdbUnavailable
 from relman.cmdb.models import (
     ApprovalRow,
@@ -128,6 +129,69 @@ def _scrub(detail: Any) -> Any:
     return detail
 
 
+class _Statements:
+    """The write statements, built once: building SQLAlchemy constructs per call cost more
+    CPU than the database's own work (measured with bench/cmdb_bench.py)."""
+
+    def __init__(self, dialect: str) -> None:
+        def insert(table: Table) -> Any:
+            return pg_insert(table) if dialect == "postgresql" else sqlite_insert(table)
+
+        self.claim = (
+            insert(AUDIT).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(AUDIT.c.id)
+        )
+
+        def ci(set_: dict[str, Any]) -> Any:
+            return insert(CI).on_conflict_do_update(index_elements=["name"], set_=set_).returning(CI.c.id)
+
+        ex_ci = insert(CI).excluded
+        bump = {"row_version": CI.c.row_version + 1, "updated_at": ex_ci.updated_at}
+        self.ci_set_criticality = ci({"criticality": ex_ci.criticality, **bump})
+        self.ci_set_version = ci({"current_version": ex_ci.current_version, **bump})
+        # A no-op update rather than DO NOTHING, so RETURNING yields the id of an existing CI.
+        self.ci_id = ci({"name": ex_ci.name})
+
+        ex = insert(CHANGE).excluded
+        status = {"status": ex.status, "risk": ex.risk, "ci_id": ex.ci_id, "updated_at": ex.updated_at}
+
+        def change(set_: dict[str, Any]) -> Any:
+            # A closed change stays closed: later status updates do not reopen it.
+            return insert(CHANGE).on_conflict_do_update(
+                index_elements=["release_id"], set_=set_, where=CHANGE.c.status != CLOSED
+            )
+
+        self.change_status = change(status)
+        self.change_note = change({**status, "reason": ex.reason})
+        closing = [
+            "ci_id", "risk", "status", "outcome", "close_code", "reason", "previous_version",
+            "artifact_digest", "production_at", "failed_at", "recovered_at", "closed_at", "updated_at",
+        ]  # fmt: skip
+        self.change_close = (
+            insert(CHANGE)
+            .on_conflict_do_update(
+                index_elements=["release_id"],
+                set_={
+                    **{c: ex[c] for c in closing},
+                    "committed_at": func.coalesce(ex.committed_at, CHANGE.c.committed_at),
+                },
+            )
+            .returning(CHANGE.c.id)
+        )
+        ex_v = insert(VERSION).excluded
+        self.ci_version = insert(VERSION).on_conflict_do_update(
+            index_elements=["ci_id", "version"],
+            set_={c: ex_v[c] for c in ("artifact_digest", "commit", "deployed_at", "release_id")},
+        )
+        self.approval = insert(APPROVAL).on_conflict_do_nothing(
+            index_elements=["change_id", "gate", "approver", "approved_hash"]
+        )
+        ex_r = insert(REVIEW).excluded
+        self.review = insert(REVIEW).on_conflict_do_update(
+            index_elements=["change_id"],
+            set_={"kpis": ex_r.kpis, "feedback": ex_r.feedback, "at": ex_r.at},
+        )
+
+
 class CmdbStore:
     """The CMDB. Thread-safe; every public method is one short transaction."""
 
@@ -150,6 +214,9 @@ class CmdbStore:
         if self.dialect not in ("sqlite", "postgresql"):
             raise CmdbInvalid(f"unsupported CMDB database {self.dialect!r}: use sqlite or postgresql")
         self.engine = self._make_engine(busy_timeout_s, connect_timeout_s)
+        self._sql = _Statements(self.dialect)
+        self.fast_path = True
+        """PostgreSQL: close changes with one statement (relman/cmdb/pg.py); tests turn it off."""
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -240,9 +307,15 @@ class CmdbStore:
             self._ready = True
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, *, autocommit: bool = False) -> Iterator[Connection]:
+        """A write transaction; `autocommit` (PostgreSQL) for one atomic statement: saves
+        the BEGIN and COMMIT round trips."""
         self._ensure_schema()
         with self._errors(), self.engine.connect() as conn:
+            if autocommit and self.dialect == "postgresql":
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn
+                return
             conn.execution_options(relman_write=True)
             with conn.begin():
                 yield conn
@@ -284,8 +357,8 @@ class CmdbStore:
     ) -> bool:
         """Insert the audit row for `key` if absent; False means the effect is already done."""
         row = conn.execute(
-            self._insert(AUDIT)
-            .values(
+            self._sql.claim,
+            dict(
                 at=self._clock(),
                 actor=actor,
                 action=action,
@@ -293,9 +366,7 @@ class CmdbStore:
                 release_id=release_id,
                 detail=_scrub(detail or {}),
                 idempotency_key=key,
-            )
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(AUDIT.c.id)
+            ),
         ).first()
         return row is not None
 
@@ -310,7 +381,7 @@ class CmdbStore:
         detail: dict[str, Any] | None = None,
     ) -> bool:
         """Append one audit row; False when that key was already recorded."""
-        with self._write() as conn:
+        with self._write(autocommit=True) as conn:
             return self._claim(
                 conn,
                 idempotency_key,
@@ -349,29 +420,22 @@ class CmdbStore:
         current_version: str | None = None,
     ) -> int:
         """Id of CI `name`, created if absent; sets criticality/current version when given."""
-        now = self._clock()
-        stmt = self._insert(CI).values(
+        if criticality is not None:
+            stmt = self._sql.ci_set_criticality
+        elif current_version is not None:
+            stmt = self._sql.ci_set_version
+        else:
+            stmt = self._sql.ci_id
+        params = dict(
             name=name,
             ci_class="service",
             description="",
             criticality=(criticality or Criticality.MEDIUM).value,
             current_version=current_version,
             row_version=1,
-            updated_at=now,
+            updated_at=self._clock(),
         )
-        changes: dict[str, Any] = {}
-        if criticality is not None:
-            changes["criticality"] = stmt.excluded.criticality
-        if current_version is not None:
-            changes["current_version"] = stmt.excluded.current_version
-        if changes:
-            changes |= {"row_version": CI.c.row_version + 1, "updated_at": stmt.excluded.updated_at}
-        else:
-            changes = {"name": stmt.excluded.name}  # a no-op update, so RETURNING yields the id
-        ci_id = conn.execute(
-            stmt.on_conflict_do_update(index_elements=["name"], set_=changes).returning(CI.c.id)
-        ).scalar_one()
-        return int(ci_id)
+        return int(conn.execute(stmt, params).scalar_one())
 
     def _change_values(self, inp: ChangeRecordInput | CloseChangeInput, ci_id: int) -> dict[str, Any]:
         req = inp.request
@@ -414,22 +478,8 @@ class CmdbStore:
             ):
                 return False
             ci_id = self._upsert_ci_id(conn, inp.ci_name, criticality=inp.criticality)
-            stmt = self._insert(CHANGE).values(**self._change_values(inp, ci_id), status=inp.status)
-            if inp.note:
-                stmt = stmt.values(reason=inp.note)
-            update: dict[str, Any] = {
-                "status": stmt.excluded.status,
-                "risk": stmt.excluded.risk,
-                "ci_id": stmt.excluded.ci_id,
-                "updated_at": stmt.excluded.updated_at,
-            }
-            if inp.note:
-                update["reason"] = stmt.excluded.reason
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["release_id"], set_=update, where=CHANGE.c.status != CLOSED
-                )
-            )
+            params = self._change_values(inp, ci_id) | {"status": inp.status, "reason": inp.note}
+            conn.execute(self._sql.change_note if inp.note else self._sql.change_status, params)
             return True
 
     def close_change(self, inp: CloseChangeInput) -> bool:
@@ -438,6 +488,17 @@ class CmdbStore:
         deployed = inp.deployed_version is not None and inp.outcome in DEPLOYED_OUTCOMES
         ci_name = inp.ci_name or inp.request.service
         now = self._clock()
+        detail = {
+            "outcome": inp.outcome.value,
+            "close_code": inp.close_code.value,
+            "reason": inp.reason,
+            "deployed_version": inp.deployed_version if deployed else None,
+            "previous_version": inp.previous_version,
+        }
+        if self.dialect == "postgresql" and self.fast_path:
+            params = pg.close_params(inp, now=now, ci_name=ci_name, deployed=deployed, detail=_scrub(detail))
+            with self._write(autocommit=True) as conn:
+                return bool(conn.execute(pg.CLOSE_CHANGE, params).scalar_one())
         with self._write() as conn:
             if not self._claim(
                 conn,
@@ -446,20 +507,15 @@ class CmdbStore:
                 action="change.close",
                 subject=inp.release_id,
                 release_id=inp.release_id,
-                detail={
-                    "outcome": inp.outcome.value,
-                    "close_code": inp.close_code.value,
-                    "reason": inp.reason,
-                    "deployed_version": inp.deployed_version if deployed else None,
-                    "previous_version": inp.previous_version,
-                },
+                detail=detail,
             ):
                 return False
             ci_id = self._upsert_ci_id(
                 conn, ci_name, current_version=inp.deployed_version if deployed else None
             )
-            stmt = self._insert(CHANGE).values(
-                **self._change_values(inp, ci_id)
+            change_id = conn.execute(
+                self._sql.change_close,
+                self._change_values(inp, ci_id)
                 | dict(
                     status=CLOSED,
                     outcome=inp.outcome.value,
@@ -471,55 +527,23 @@ class CmdbStore:
                     failed_at=inp.failed_at,
                     recovered_at=inp.recovered_at,
                     closed_at=now,
-                )
-            )
-            ex = stmt.excluded
-            change_id = conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["release_id"],
-                    set_={
-                        "ci_id": ex.ci_id,
-                        "risk": ex.risk,
-                        "status": ex.status,
-                        "outcome": ex.outcome,
-                        "close_code": ex.close_code,
-                        "reason": ex.reason,
-                        "previous_version": ex.previous_version,
-                        "artifact_digest": ex.artifact_digest,
-                        "committed_at": func.coalesce(ex.committed_at, CHANGE.c.committed_at),
-                        "production_at": ex.production_at,
-                        "failed_at": ex.failed_at,
-                        "recovered_at": ex.recovered_at,
-                        "closed_at": ex.closed_at,
-                        "updated_at": ex.updated_at,
-                    },
-                ).returning(CHANGE.c.id)
+                ),
             ).scalar_one()
             if deployed:
-                v = self._insert(VERSION).values(
-                    ci_id=ci_id,
-                    version=inp.deployed_version,
-                    artifact_digest=inp.artifact_digest,
-                    commit=inp.request.commit,
-                    deployed_at=inp.production_at or now,
-                    release_id=inp.release_id,
-                )
                 conn.execute(
-                    v.on_conflict_do_update(
-                        index_elements=["ci_id", "version"],
-                        set_={
-                            "artifact_digest": v.excluded.artifact_digest,
-                            "commit": v.excluded.commit,
-                            "deployed_at": v.excluded.deployed_at,
-                            "release_id": v.excluded.release_id,
-                        },
-                    )
+                    self._sql.ci_version,
+                    dict(
+                        ci_id=ci_id,
+                        version=inp.deployed_version,
+                        artifact_digest=inp.artifact_digest,
+                        commit=inp.request.commit,
+                        deployed_at=inp.production_at or now,
+                        release_id=inp.release_id,
+                    ),
                 )
             if inp.approvals:
                 conn.execute(
-                    self._insert(APPROVAL).on_conflict_do_nothing(
-                        index_elements=["change_id", "gate", "approver", "approved_hash"]
-                    ),
+                    self._sql.approval,
                     [
                         dict(
                             change_id=change_id,
@@ -534,17 +558,14 @@ class CmdbStore:
                         for a in inp.approvals
                     ],
                 )
-            r = self._insert(REVIEW).values(
-                change_id=change_id,
-                kpis=dict(inp.kpis),
-                feedback=[f.model_dump(mode="json") for f in inp.feedback],
-                at=now,
-            )
             conn.execute(
-                r.on_conflict_do_update(
-                    index_elements=["change_id"],
-                    set_={"kpis": r.excluded.kpis, "feedback": r.excluded.feedback, "at": r.excluded.at},
-                )
+                self._sql.review,
+                dict(
+                    change_id=change_id,
+                    kpis=dict(inp.kpis),
+                    feedback=[f.model_dump(mode="json") for f in inp.feedback],
+                    at=now,
+                ),
             )
             return True
 

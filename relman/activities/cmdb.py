@@ -1,0 +1,65 @@
+"""CMDB activities: open, update and close change records; ask for deployment windows.
+
+The store is synchronous (SQLAlchemy), so each call runs in a thread. A database that
+does not answer raises a retryable error (Temporal retries with its policy); data the
+CMDB refuses raises a non-retryable `ApplicationError` whose type names the reason.
+Every write is idempotent by the input's key (`release_id/step`), so retries are safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from relman.cmdb.errors import CmdbError, CmdbInvalid
+from relman.cmdb.store import CmdbStore
+from relman.contracts import Activity, ChangeRecordInput, CloseChangeInput, WindowDecision, WindowQuery
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+
+class CmdbActivities:
+    """Activities over one `CmdbStore`; the worker registers the bound methods."""
+
+    def __init__(self, store: CmdbStore) -> None:
+        self.store = store
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(fn)
+        except CmdbInvalid as e:
+            raise ApplicationError(str(e), type=e.type, non_retryable=True) from e
+        except CmdbError as e:
+            # Unavailable, busy, lost optimistic lock: a later attempt can succeed.
+            raise ApplicationError(str(e), type=e.type, non_retryable=False) from e
+
+    @activity.defn(name=Activity.OPEN_CHANGE)
+    async def open_change(self, inp: ChangeRecordInput) -> None:
+        """Record the release's change in the CMDB (and its CI)."""
+        applied = await self._call(lambda: self.store.open_change(inp))
+        log.info("cmdb.change_opened", key=inp.idempotency_key, applied=applied)
+
+    @activity.defn(name=Activity.UPDATE_CHANGE)
+    async def update_change(self, inp: ChangeRecordInput) -> None:
+        """Move the change to `inp.status`, with `inp.note` as its reason."""
+        applied = await self._call(lambda: self.store.update_change(inp))
+        log.info("cmdb.change_updated", key=inp.idempotency_key, status=inp.status, applied=applied)
+
+    @activity.defn(name=Activity.CLOSE_CHANGE)
+    async def close_change(self, inp: CloseChangeInput) -> None:
+        """Close the change with its close code, CI version, approvals and review, at once."""
+        applied = await self._call(lambda: self.store.close_change(inp))
+        log.info(
+            "cmdb.change_closed", key=inp.idempotency_key, close_code=inp.close_code.value, applied=applied
+        )
+
+    @activity.defn(name=Activity.CHECK_WINDOW)
+    async def check_window(self, q: WindowQuery) -> WindowDecision:
+        """Whether deployment is open now for this service, environment and change type."""
+        return await self._call(lambda: self.store.window_decision(q))
