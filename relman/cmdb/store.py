@@ -236,7 +236,10 @@ class CmdbStore:
         database = self._url.database
         memory = not database or database == ":memory:"
         if not memory and database:
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise CmdbUnavailable(f"CMDB at {self.url}: cannot create its directory: {e}") from e
         engine = create_engine(
             self._url,
             connect_args={"check_same_thread": False, "timeout": busy_timeout_s},
@@ -487,6 +490,8 @@ class CmdbStore:
         review record and audit row. False if this key was already applied."""
         deployed = inp.deployed_version is not None and inp.outcome in DEPLOYED_OUTCOMES
         ci_name = inp.ci_name or inp.request.service
+        if len(ci_name) > 200:
+            raise CmdbInvalid(f"CI name longer than 200 characters: {ci_name[:40]}...")
         now = self._clock()
         detail = {
             "outcome": inp.outcome.value,

@@ -1,0 +1,1 @@
+"""Tests of the CMDB store, window rule, impact analysis and DORA metrics."""
