@@ -22,7 +22,10 @@ def base_service(workdir: str = "src") -> dict[str, Any]:
         "tests": [{"name": "unit", "command": ["{python}", "-m", "pytest", "--junitxml={junit}"]}],
         "environments": {"staging": {"base_dir": "envs/staging"}, "production": {"base_dir": "envs/prod"}},
         "health": {"http": "http://127.0.0.1:9999/metrics"},
-        "stages": [{"name": "one", "percent": 1, "bake_seconds": 0}, {"name": "all", "percent": 50, "bake_seconds": 0}],
+        "stages": [
+            {"name": "one", "percent": 1, "bake_seconds": 0},
+            {"name": "all", "percent": 50, "bake_seconds": 0},
+        ],
         "cab": {"members": ["alice", "bob"], "quorum": 2},
     }
 
@@ -102,7 +105,10 @@ def test_quorum_larger_than_roster(tmp_path: Path) -> None:
 
 def test_stage_percents_must_increase(tmp_path: Path) -> None:
     svc = base_service()
-    svc["stages"] = [{"name": "a", "percent": 5, "bake_seconds": 0}, {"name": "b", "percent": 5, "bake_seconds": 0}]
+    svc["stages"] = [
+        {"name": "a", "percent": 5, "bake_seconds": 0},
+        {"name": "b", "percent": 5, "bake_seconds": 0},
+    ]
     assert "services.greeter.stages" in error_of(tmp_path, svc)
 
 
@@ -128,7 +134,9 @@ def test_relationship_target_must_be_known(tmp_path: Path) -> None:
 
 
 def test_placeholders_substitute_whole_values_without_splitting() -> None:
-    argv = render_argv(["tool", "--out={package_dir}", "{version}"], {"package_dir": "/a b;rm -rf", "version": "1.0.0"})
+    argv = render_argv(
+        ["tool", "--out={package_dir}", "{version}"], {"package_dir": "/a b;rm -rf", "version": "1.0.0"}
+    )
     assert argv[1:] == ["--out=/a b;rm -rf", "1.0.0"]
 
 

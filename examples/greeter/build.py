@@ -1,6 +1,6 @@
 """Build a greeter release package: copy the sources and tests, stamp version and behaviour.
 
-    python build.py --version 1.1.0 --commit abc1234 --out PACKAGE_DIR
+python build.py --version 1.1.0 --commit abc1234 --out PACKAGE_DIR
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ log = structlog.get_logger(__name__)
 
 
 def sync_catalog_to_cmdb(catalog: Catalog, store: Any) -> int:
-    """Upsert every catalog CI and relationship into the CMDB; returns the writes applied.
+    """Upsert every catalog CI and relationship into the CMDB; returns how many it synced.
 
     Keys carry a hash of the declaration, so an unchanged catalog writes nothing and an
     edited one writes once.

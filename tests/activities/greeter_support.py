@@ -40,7 +40,9 @@ class Recorder(ActivityEnvironment):
         self.on_heartbeat = lambda *details: self.heartbeats.append(details)
 
 
-async def build(catalog: Catalog, work_root: Path, version: str, release_id: str | None = None) -> ReleasePackage:
+async def build(
+    catalog: Catalog, work_root: Path, version: str, release_id: str | None = None
+) -> ReleasePackage:
     inp = BuildInput(
         release_id=release_id or f"release-greeter-{version}",
         step="build",

@@ -57,7 +57,9 @@ async def test_failing_build_is_non_retryable_with_output_tail(tmp_path: Path) -
             "artifacts": ["app.py"],
         },
     )
-    inp = BuildInput(release_id="release-greeter-9.9.9", step="build", service="greeter", version="9.9.9", commit="abc1234")
+    inp = BuildInput(
+        release_id="release-greeter-9.9.9", step="build", service="greeter", version="9.9.9", commit="abc1234"
+    )
     with pytest.raises(ApplicationError) as exc:
         await ActivityEnvironment().run(BuildActivities(catalog, tmp_path / "work").build_package, inp)
     assert exc.value.type == ErrorType.BUILD_FAILED and exc.value.non_retryable
@@ -70,7 +72,9 @@ async def test_missing_artifact_is_package_invalid(tmp_path: Path) -> None:
         tmp_path,
         build={"command": ["{python}", "-c", "pass"], "artifacts": ["app.py"]},
     )
-    inp = BuildInput(release_id="release-greeter-9.9.8", step="build", service="greeter", version="9.9.8", commit="abc1234")
+    inp = BuildInput(
+        release_id="release-greeter-9.9.8", step="build", service="greeter", version="9.9.8", commit="abc1234"
+    )
     with pytest.raises(ApplicationError) as exc:
         await ActivityEnvironment().run(BuildActivities(catalog, tmp_path / "work").build_package, inp)
     assert exc.value.type == ErrorType.PACKAGE_INVALID and "app.py" in exc.value.message

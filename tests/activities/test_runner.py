@@ -79,7 +79,10 @@ async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
 
 
 async def test_sigterm_ignored_then_sigkill(tmp_path: Path) -> None:
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('up', flush=True); time.sleep(60)"
+    )
     started = time.monotonic()
     result = await run_command([sys.executable, "-c", code], cwd=tmp_path, timeout=0.8, kill_grace=0.3)
     assert result.timed_out
@@ -88,11 +91,18 @@ async def test_sigterm_ignored_then_sigkill(tmp_path: Path) -> None:
 
 async def test_huge_output_keeps_memory_bounded(tmp_path: Path) -> None:
     # ~100 MB of output; the runner must hold only its tail.
-    code = "import sys\nblock = 'x' * 65535 + '\\n'\nfor _ in range(1600): sys.stdout.write(block)\nprint('THE-END')"
+    code = (
+        "import sys\nblock = 'x' * 65535 + '\\n'\n"
+        "for _ in range(1600): sys.stdout.write(block)\nprint('THE-END')"
+    )
     tracemalloc.start()
     try:
         result = await run_command(
-            [sys.executable, "-c", code], cwd=tmp_path, timeout=60, output_path=tmp_path / "big.log", tail_bytes=4096
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            timeout=60,
+            output_path=tmp_path / "big.log",
+            tail_bytes=4096,
         )
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -106,7 +116,9 @@ async def test_huge_output_keeps_memory_bounded(tmp_path: Path) -> None:
 async def test_cancellation_kills_the_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
     task = asyncio.create_task(
-        run_command([sys.executable, "-c", HANG_WITH_CHILD, str(pidfile)], cwd=tmp_path, timeout=60, kill_grace=0.5)
+        run_command(
+            [sys.executable, "-c", HANG_WITH_CHILD, str(pidfile)], cwd=tmp_path, timeout=60, kill_grace=0.5
+        )
     )
     deadline = time.monotonic() + 10
     while not pidfile.exists() or not pidfile.read_text():

@@ -1,0 +1,35 @@
+"""The worker's activity list, and the catalog synced into a real (SQLite) CMDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from temporalio import activity
+
+from relman.activities.registry import create_activities, sync_catalog_to_cmdb
+from relman.cmdb.store import CmdbStore
+from relman.contracts import Activity
+
+from .greeter_support import EXAMPLE_CATALOG, example_catalog
+
+
+def test_every_activity_is_registered_and_the_catalog_synced(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cmdb.db'}"
+    acts = create_activities(EXAMPLE_CATALOG, tmp_path / "data", url)
+    names = set()
+    for fn in acts:
+        defn = activity._Definition.from_callable(fn)
+        assert defn is not None
+        names.add(defn.name)
+    assert names == {a.value for a in Activity}
+
+    store = CmdbStore(url)
+    greeter = store.get_ci("greeter")
+    assert greeter is not None and greeter.ci_class == "application"
+    assert store.get_ci("local-host") is not None
+    rels = store.relationships("greeter")
+    assert [(r.parent, r.type, r.child) for r in rels] == [("greeter", "runs_on", "local-host")]
+
+    # Syncing again (a worker restart) writes nothing new.
+    assert sync_catalog_to_cmdb(example_catalog(tmp_path / "data"), store) == 2
+    assert len(store.relationships("greeter")) == 1 and len(store.list_cis()) == 2
