@@ -15,10 +15,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
-from relman.client import ReleaseClient, ReleaseSummary, load_manifest, one_line
+from relman.client import ReleaseClient, ReleaseSummary, build, load_manifest, one_line
 from relman.contracts import (
     Environment,
+    Feedback,
     GateStatus,
+    OperatorAction,
     Phase,
     ReleaseStatus,
     WindowKind,
@@ -334,9 +336,15 @@ def format_table(found: list[ReleaseSummary]) -> str:
     return _table(rows)
 
 
+async def _validate(model: type[BaseModel], **fields: Any) -> None:
+    build(model, **fields)
+
+
 def _operator_command(name: str, doc: str) -> None:
     def command(release_id: ReleaseIdArg, user: UserOpt, reason: ReasonOpt) -> None:
         method = name.replace("-", "_")
+        # Refuse a bad name or an empty reason before connecting anywhere.
+        run(lambda: _validate(OperatorAction, by=user, reason=reason))
         with_client(lambda c: getattr(c, method)(release_id, user, reason))
         typer.echo(f"{name} sent to {release_id}")
 
@@ -359,6 +367,7 @@ def feedback(
     comment: Annotated[str, typer.Option(help="What went well or badly.")] = "",
 ) -> None:
     """Give feedback during the review period."""
+    run(lambda: _validate(Feedback, by=user, rating=rating, comment=comment))
     with_client(lambda c: c.feedback(release_id, user, rating, comment))
     typer.echo(f"feedback sent to {release_id}")
 
