@@ -225,21 +225,31 @@ class EnvironmentActivities:
 
         The state file wins over `inp.restore_version`: if the workflow never saw the deploy's
         result (a timeout after the switch), the record still says what was there before.
+        With `inp.deploy_step` the record of exactly that deploy is used (none: nothing to
+        undo); without it, the first deploy of this release and version that changed anything.
         If `current` has moved on to a third version, nothing is touched and the rollback is
         refused (non-retryable) rather than clobbering another release.
         """
         env = self.env(inp.service, inp.environment)
         async with env.locked(inp.idempotency_key):
-            records = [
-                r
-                for r in env.load_state().values()
-                if r.get("release_id") == inp.release_id and r.get("version") == inp.version
-            ]
+            state = env.load_state()
+            if inp.deploy_step is not None:
+                # The workflow names the deploy it undoes: exactly that record, or nothing.
+                record = state.get(f"{inp.release_id}/{inp.deploy_step}")
+                records = [record] if record and record.get("version") == inp.version else []
+            else:
+                records = [
+                    r
+                    for r in state.values()
+                    if r.get("release_id") == inp.release_id and r.get("version") == inp.version
+                ]
             records.sort(key=lambda r: r.get("at", 0))
             current = env.current()
             if records:
                 changing = [r for r in records if r["previous_version"] != inp.version]
                 restore = changing[0]["previous_version"] if changing else inp.version
+            elif inp.deploy_step is not None:
+                restore = current  # that deploy never ran: nothing to undo
             else:
                 # Nothing recorded: only roll back if our version is what serves.
                 restore = inp.restore_version if current == inp.version else current

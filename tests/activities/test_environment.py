@@ -145,3 +145,25 @@ async def test_tampered_package_is_not_deployed(packages) -> None:
         await deploy(catalog, pkgs["1.3.0"])
     assert exc.value.type == ErrorType.PACKAGE_INVALID
     assert current(catalog) is None
+
+
+async def test_rollback_by_deploy_step(packages) -> None:
+    catalog, pkgs = packages
+    await deploy(catalog, pkgs["1.1.0"])
+    await deploy(catalog, pkgs["1.1.1"], step="deploy-staging")
+    acts = EnvironmentActivities(catalog)
+
+    def undo(step: str) -> RollbackInput:
+        return RollbackInput(
+            release_id="release-greeter-1.1.1",
+            step="rollback-staging",
+            service="greeter",
+            environment=Environment.STAGING,
+            version="1.1.1",
+            deploy_step=step,
+        )
+
+    never_ran = await ActivityEnvironment().run(acts.rollback, undo("deploy-production"))
+    assert not never_ran.changed and current(catalog) == "1.1.1"
+    done = await ActivityEnvironment().run(acts.rollback, undo("deploy-staging"))
+    assert done.changed and done.version == "1.1.0" and current(catalog) == "1.1.0"
