@@ -139,4 +139,4 @@ def close_input(
         production_at=T0 + timedelta(hours=5) if deployed else None,
     )
     fields.update(kw)
-    return CloseChangeInput(**fields)  # type: ignore[arg-type]
+    return CloseChangeInput.model_validate(fields)

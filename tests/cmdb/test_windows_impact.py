@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from relman.cmdb import CiSpec, CmdbNotFound, CmdbStore, WindowSpec
-from relman.contracts import ChangeType, Environment, WindowKind, WindowQuery
+from relman.contracts import ChangeType, Environment, WindowDecision, WindowKind, WindowQuery
 from tests.cmdb.helpers import T0, Clock, make_store
 
 H = timedelta(hours=1)
@@ -41,7 +41,7 @@ def ask(
     change_type: ChangeType = ChangeType.NORMAL,
     service: str = "checkout",
     env: Environment = Environment.PRODUCTION,
-):  # type: ignore[no-untyped-def]
+) -> WindowDecision:
     return store.window_decision(
         WindowQuery(service=service, environment=env, at=at, change_type=change_type)
     )
