@@ -290,7 +290,12 @@ class CmdbStore:
         with self._ready_lock:
             if self._ready:
                 return
-            with self._errors(), self.engine.begin() as conn:
+            # SQLite: BEGIN IMMEDIATE, so two processes creating the schema queue up.
+            with (
+                self._errors(),
+                self.engine.connect().execution_options(relman_write=True) as conn,
+                conn.begin(),
+            ):
                 if self.dialect == "postgresql":
                     # Serialize concurrent first uses: create_all's check-then-create races.
                     conn.execute(select(func.pg_advisory_xact_lock(0x524D_434D_4442)))
