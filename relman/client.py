@@ -77,6 +77,9 @@ M = TypeVar("M", bound=BaseModel)
 QUERY_TIMEOUT = timedelta(seconds=15)
 UPDATE_TIMEOUT = timedelta(seconds=30)
 GATE_ORDER = (Gate.REQUEST, Gate.PLAN, Gate.MARGINAL, Gate.RETRO)
+TRANSIENT = frozenset({Phase.REQUESTED, Phase.PLANNING})
+"""Phases that pass in moments and end at a gate: an approval sent then waits for it."""
+GATE_WAIT = 15.0
 
 
 class ReleaseSummary(Model):
@@ -357,15 +360,15 @@ class ReleaseClient:
         comment: str,
         subject_hash: str | None,
     ) -> GateStatus:
-        chosen: Gate | None = Gate(gate) if gate else None
+        wanted: Gate | None = Gate(gate) if gate else None
+        chosen = wanted
         if chosen is None or subject_hash is None:
-            status = await self.status(release_id)
+            status = await self._gate_ready(release_id, wanted)
+            chosen = wanted or _open_gate(status)
             if chosen is None:
-                chosen = _open_gate(status)
-                if chosen is None:
-                    raise RefusedError(
-                        f"{release_id} has no open gate (phase {status.phase.value}); name one with --gate"
-                    )
+                raise RefusedError(
+                    f"{release_id} has no open gate (phase {status.phase.value}); name one with --gate"
+                )
             if subject_hash is None:
                 gate_status = status.gates.get(chosen)
                 if gate_status is None or not gate_status.subject_hash:
@@ -383,6 +386,17 @@ class ReleaseClient:
             comment=comment,
         )
         return await self.decide(release_id, vote)
+
+    async def _gate_ready(self, release_id: str, gate: Gate | None) -> ReleaseStatus:
+        """Status once the wanted (or any) gate is there; waits out the brief phases before a gate."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATE_WAIT
+        while True:
+            status = await self.status(release_id)
+            present = (gate in status.gates) if gate else _open_gate(status) is not None
+            if present or status.phase not in TRANSIENT or status.outcome or loop.time() > deadline:
+                return status
+            await asyncio.sleep(0.2)
 
     # --- operator controls (signals) -----------------------------------------
 
