@@ -1,8 +1,8 @@
 """`relman demo`: a dev server, a worker and two example releases, approvals sent by the demo.
 
 greeter 1.1.0 goes through every phase (CAB quorum, plan approval, build, tests, dark
-launch, go-live, review with feedback, close); greeter 1.3.0 passes its tests but fails
-health in the dark launch and rolls back. Every phase change is printed as it happens.
+launch, go-live, review with feedback, close); then greeter 1.3.0 passes its tests but
+fails health in the dark launch and rolls back to 1.1.0. Every phase change is printed as it happens.
 """
 
 from __future__ import annotations
@@ -174,13 +174,15 @@ async def run_demo(
         emit(f"Temporal UI: {server.ui_url}")
         rc = ReleaseClient(client, settings.task_queue)
         releases = demo_releases()
+        results: list[ReleaseStatus] = []
+        # One after the other: two releases of one service share its staging and production.
         for r in releases:
             request = load_manifest(r.manifest)
             # committed an hour ago, so the CMDB's lead-time metric has something to show
             request = request.model_copy(update={"committed_at": datetime.now(UTC) - timedelta(hours=1)})
             r.release_id = await rc.start(request)
             emit(f"[{r.label}] started {r.release_id}: {request.title}")
-        results = await asyncio.gather(*(drive(rc, r, emit) for r in releases))
+            results.append(await drive(rc, r, emit))
         ok = True
         emit("")
         for r, st in zip(releases, results, strict=True):
