@@ -1,0 +1,52 @@
+"""`relman demo --exit`: the README's first command, ending by itself with the expected outcomes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relman.devserver import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_both_releases_and_exits(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELMAN_", "TEMPORAL_"))}
+    env["RELMAN_DATA_DIR"] = str(tmp_path)
+    port, ui_port = free_port(), free_port()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "relman.starter",
+            "demo",
+            "--exit",
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui_port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert f"Temporal UI: http://127.0.0.1:{ui_port}/namespaces/default/workflows" in out
+    assert "refused: pat requested this release and cannot approve it" in out
+    for phase in ("awaiting_plan_approval", "building", "testing", "dark_launch", "deploying", "reviewing"):
+        assert f"  {phase}" in out
+    assert "release-greeter-1.1.0: completed — as expected" in out
+    assert "release-greeter-1.3.0: rolled_back — as expected" in out
+    assert "CI greeter now at version 1.1.0" in out
+    # The worker's JSON logs carry the release, phase and activity.
+    log = (tmp_path / "demo" / "worker.log").read_text()
+    assert '"release_id": "release-greeter-1.3.0"' in log and '"activity": "rollback"' in log
