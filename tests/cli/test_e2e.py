@@ -97,7 +97,7 @@ def gate_open(gate: Gate) -> Any:
     return lambda st: gate in st.gates and st.gates[gate].state is GateState.OPEN
 
 
-async def test_release_through_every_phase_from_the_cli(cli: Cli) -> None:
+async def test_release_through_every_phase_from_the_cli(cli: Cli, tmp_path: Path) -> None:
     rid = f"release-greeter-1.1.0-{uuid.uuid4().hex[:6]}"
     assert (await cli("start", str(MANIFEST), "--id", rid)).strip() == rid
     refused = await cli("start", str(MANIFEST), "--id", rid, code=1)
@@ -148,7 +148,9 @@ async def test_release_through_every_phase_from_the_cli(cli: Cli) -> None:
     assert (change["status"], change["close_code"]) == ("closed", "successful")
     ci = await cli.json("cmdb", "ci", "greeter")
     assert ci["ci"]["current_version"] == "1.1.0"
-    metrics = await cli.json("metrics", "--service", "greeter")
+    plot = tmp_path / "dora.png"
+    metrics = await cli.json("metrics", "--service", "greeter", "--plot", str(plot))
+    assert plot.read_bytes().startswith(b"\x89PNG")
     assert metrics["deployments"] == 1 and metrics["failures"] == 0
     assert "change fail rate" in await cli("metrics")
 
