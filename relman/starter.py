@@ -127,6 +127,9 @@ def start(
         str | None, typer.Option("--id", help="Release id (default: from service+version).")
     ] = None,
     as_json: JsonOpt = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Then print phase changes until it ends.")
+    ] = False,
 ) -> None:
     """Start a release from a manifest; prints its id. The same release is never started twice."""
     try:
@@ -138,6 +141,9 @@ def start(
         echo_json({"release_id": rid, "service": request.service, "version": request.version})
     else:
         typer.echo(rid)
+    if follow:
+        final = with_client(lambda c: follow_release(c, rid, emit=typer.echo))
+        typer.echo(f"{rid}: {final.outcome.value if final.outcome else '-'} {final.reason}".rstrip())
 
 
 @app.command()
