@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -298,7 +298,7 @@ class ReleaseClient:
                 )
         except RPCError as exc:
             raise RelmanError(f"listing releases failed: {exc.message}") from None
-        found.sort(key=lambda s: s.started_at or datetime.min, reverse=True)
+        found.sort(key=lambda s: s.started_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         return found
 
     # --- approvals ---------------------------------------------------------
