@@ -130,6 +130,8 @@ def refusal(status: GateStatus | None, vote: Vote, requested_by: str, now: datet
         return f"{member} is not a member of the approvers for gate {vote.gate}"
     if vote.on_behalf_of is not None and vote.on_behalf_of == vote.approver:
         return "on_behalf_of names the voter; leave it out to vote for yourself"
+    if vote.decision is Decision.REJECT and not vote.comment:
+        return "a rejection needs a reason (comment)"
     if any(counted_member(a.vote) == member for a in status.votes):
         return f"{member} has already voted at gate {vote.gate}"
     if any(a.vote.approver == vote.approver for a in status.votes):
@@ -232,7 +234,9 @@ def stage_action(verdict: Verdict) -> StageAction:
 # --- review and close ------------------------------------------------------------
 
 
-def kpis(health: HealthReport | None, feedback: list[Feedback], lead_time: timedelta | None) -> dict[str, float]:
+def kpis(
+    health: HealthReport | None, feedback: list[Feedback], lead_time: timedelta | None
+) -> dict[str, float]:
     """Post-implementation KPIs: production health, user feedback and lead time."""
     out: dict[str, float] = {"feedback_count": float(len(feedback))}
     if feedback:

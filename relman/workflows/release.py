@@ -1,0 +1,781 @@
+"""ReleaseWorkflow: one durable workflow per release, read top to bottom as the ITIL process.
+
+requested → awaiting_cab → planning → awaiting_plan_approval → building → testing →
+dark_launch → deploying → reviewing → closing. Decisions come from `policy`; side effects
+run in activities, each with its compensation registered before it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from relman import visibility
+    from relman.contracts import (
+        WORKFLOW_NAME,
+        Activity,
+        BuildInput,
+        ChangeRecordInput,
+        CloseChangeInput,
+        Decision,
+        DeployInput,
+        DeployResult,
+        Environment,
+        ErrorType,
+        ExposureInput,
+        ExposureResult,
+        Feedback,
+        Gate,
+        GateState,
+        GateStatus,
+        HealthInput,
+        HealthReport,
+        Notification,
+        OperatorAction,
+        Outcome,
+        Phase,
+        PhaseTransition,
+        PlanAmendment,
+        ReleasePackage,
+        ReleasePlan,
+        ReleaseRequest,
+        ReleaseStatus,
+        Risk,
+        RollbackInput,
+        RolloutStage,
+        ServiceProfile,
+        StageStatus,
+        TestInput,
+        TestReport,
+        Verdict,
+        Vote,
+        WindowDecision,
+        WindowQuery,
+    )
+    from relman.workflows import policy
+
+T = TypeVar("T")
+
+# Bounded retries everywhere: the default policy retries forever.
+STEP_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=5,
+    non_retryable_error_types=[e.value for e in ErrorType],
+)
+# CMDB writes must land even through a database outage of minutes.
+RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=60,
+    non_retryable_error_types=[ErrorType.INVALID_REQUEST.value],
+)
+COMPENSATION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=8,
+)
+PAUSE_LIMIT = timedelta(days=14)
+HEALTH_RECHECKS = 2
+
+
+class _Stop(Exception):
+    """Ends the release early with an outcome (rejected, expired, rolled back, aborted)."""
+
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class ReleaseWorkflow:
+    @workflow.init
+    def __init__(self, request: ReleaseRequest) -> None:
+        self._s = ReleaseStatus(release_id=workflow.info().workflow_id, request=request)
+        self._profile: ServiceProfile | None = None
+        self._compensations: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        self._abort: OperatorAction | None = None
+        self._promote = False
+        self._deployed_version: str | None = None
+        self._previous_version: str | None = None
+        self._production_at: datetime | None = None
+        self._failed_at: datetime | None = None
+        self._compensation_failed = False
+
+    # --- the process ----------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: ReleaseRequest) -> ReleaseStatus:
+        outcome, reason = Outcome.COMPLETED, ""
+        try:
+            await self._requested()
+            await self._gate(Gate.REQUEST, Phase.AWAITING_CAB, request.content_hash())
+            self._planning()
+            await self._gate(Gate.PLAN, Phase.AWAITING_PLAN_APPROVAL, self._s.plan_hash)
+            await self._building()
+            await self._testing()
+            await self._dark_launch()
+            await self._deploying()
+            outcome, findings = await self._reviewing()
+            reason = "; ".join(findings)
+        except _Stop as stop:
+            outcome, reason = stop.outcome, stop.reason
+            await self._compensate(reason)
+        except ActivityError as err:
+            outcome, reason = Outcome.ROLLED_BACK, _failure_reason(err)
+            self._failed_at = workflow.now()
+            await self._compensate(reason)
+        except asyncio.CancelledError:
+            # Cancellation of the workflow still undoes everything and records the change.
+            await self._compensate("workflow cancelled")
+            await self._close(Outcome.ABORTED, "workflow cancelled")
+            raise
+        await self._close(outcome, reason)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._s
+
+    async def _requested(self) -> None:
+        request = self._s.request
+        self._enter(Phase.REQUESTED)
+        try:
+            self._profile = await self._activity(
+                Activity.VALIDATE_REQUEST,
+                request,
+                ServiceProfile,
+                f"validate {request.service} {request.version} against the catalog",
+            )
+        except ActivityError as err:
+            raise _Stop(Outcome.REJECTED, f"invalid request: {_failure_reason(err)}") from err
+        self._s.risk = policy.risk_for(request.change_type, self._profile.criticality)
+        workflow.upsert_search_attributes([visibility.RELEASE_RISK.value_set(self._s.risk.value)])
+        await self._record("open", "requested", Activity.OPEN_CHANGE)
+
+    async def _gate(self, gate: Gate, phase: Phase, subject_hash: str) -> None:
+        """Open a gate and wait for its decision; a rejection or expiry ends the release."""
+        status = policy.open_gate(
+            gate, self._s.request.change_type, self.profile, subject_hash, workflow.now()
+        )
+        self._s.gates[gate] = status
+        if status.state is GateState.SKIPPED:
+            return
+        if self._s.phase is phase:
+            self._set_awaiting(policy.waiting_for(status))
+            self._gate_details(status)
+        else:
+            self._enter(phase)
+        await self._notify(f"gate.{gate}", f"approval needed at gate {gate}", status.eligible)
+        decided = await self._wait(lambda: self._s.gates[gate].state is not GateState.OPEN, status.deadline)
+        final = self._s.gates[gate]
+        if not decided:
+            self._s.gates[gate] = policy.expire(final, workflow.now())
+            raise _Stop(Outcome.EXPIRED, f"gate {gate} expired without a decision")
+        if final.state is GateState.REJECTED:
+            who = ", ".join(
+                f"{a.vote.approver}: {a.vote.comment}" for a in final.votes if a.vote.decision == "reject"
+            )
+            raise _Stop(Outcome.REJECTED, f"gate {gate} rejected ({who})")
+        await self._record(f"approved-{gate}", f"approved_{gate}", Activity.UPDATE_CHANGE)
+
+    def _planning(self) -> None:
+        self._enter(Phase.PLANNING)
+        self._s.plan = policy.build_plan(self._s.request, self.profile)
+        self._s.plan_hash = self._s.plan.content_hash()
+
+    async def _building(self) -> None:
+        await self._checkpoint()
+        self._enter(Phase.BUILDING)
+        request = self._s.request
+        self._s.package = await self._activity(
+            Activity.BUILD_PACKAGE,
+            BuildInput(
+                **self._key("build"), service=request.service, version=request.version, commit=request.commit
+            ),
+            ReleasePackage,
+            f"build {request.service} {request.version} @ {request.commit[:12]}",
+            timeout=timedelta(minutes=30),
+            heartbeat=timedelta(minutes=1),
+        )
+
+    async def _testing(self) -> None:
+        await self._checkpoint()
+        self._enter(Phase.TESTING)
+        await self._deploy(Environment.STAGING)
+        request = self._s.request
+        report: TestReport = await self._activity(
+            Activity.RUN_TESTS,
+            TestInput(
+                **self._key("tests"),
+                service=request.service,
+                version=request.version,
+                package=self.package,
+                acceptance=self.plan.acceptance,
+            ),
+            TestReport,
+            f"test {request.service} {request.version} in staging",
+            timeout=timedelta(hours=2),
+            heartbeat=timedelta(minutes=2),
+        )
+        if not report.accepted:
+            self._failed_at = workflow.now()
+            raise _Stop(Outcome.ROLLED_BACK, "tests did not meet the acceptance criteria")
+
+    async def _dark_launch(self) -> None:
+        self._enter(Phase.DARK_LAUNCH)
+        self._register("exposure to 0%", self._exposure_off)
+        for stage in self.plan.stages:
+            await self._stage(stage)
+
+    async def _stage(self, stage: RolloutStage) -> None:
+        await self._checkpoint()
+        await self._await_window(f"stage {stage.name}")
+        status = StageStatus(name=stage.name, percent=stage.percent, started_at=workflow.now())
+        self._s.stages.append(status)
+        self._details(f"stage {stage.name}: {stage.percent}% exposed, baking {stage.bake_seconds}s")
+        await self._expose(f"stage-{stage.name}", stage.percent, stage.allow_list)
+        self._promote = False
+        await self._wait(lambda: self._promote, workflow.now() + timedelta(seconds=stage.bake_seconds))
+        verdict = await self._judge_stage(stage)
+        status.verdict = verdict
+        status.ended_at = workflow.now()
+
+    async def _judge_stage(self, stage: RolloutStage) -> Verdict:
+        """Health of a stage; only a pass promotes, a fail rolls back, anything else asks a human."""
+        for attempt in range(HEALTH_RECHECKS + 1):
+            report = await self._health(Environment.PRODUCTION, f"health-{stage.name}-{attempt}")
+            action = policy.stage_action(report.verdict)
+            if action is policy.StageAction.PROMOTE:
+                return report.verdict
+            if action is policy.StageAction.ROLL_BACK:
+                self._failed_at = workflow.now()
+                raise _Stop(Outcome.ROLLED_BACK, f"stage {stage.name} health failed: {report.detail}")
+            if report.verdict is Verdict.MARGINAL:
+                break
+            # No data yet: give the metrics one more bake interval before asking a human.
+            await self._wait(
+                lambda: self._promote, workflow.now() + timedelta(seconds=max(stage.bake_seconds, 30))
+            )
+        await self._marginal_decision(stage, report)
+        self._s.issues.append(f"stage {stage.name}: {report.verdict} health accepted by a human")
+        return report.verdict
+
+    async def _marginal_decision(self, stage: RolloutStage, report: HealthReport) -> None:
+        subject = policy.stage_hash(self._s.plan_hash, stage.name)
+        self._s.gates.pop(Gate.MARGINAL, None)
+        try:
+            await self._gate(Gate.MARGINAL, Phase.DARK_LAUNCH, subject)
+        except _Stop as stop:
+            self._failed_at = workflow.now()
+            raise _Stop(
+                Outcome.ROLLED_BACK, f"stage {stage.name} health {report.verdict}: {stop.reason}"
+            ) from None
+
+    async def _deploying(self) -> None:
+        await self._checkpoint()
+        self._enter(Phase.DEPLOYING)
+        await self._await_window("go-live")
+        result = await self._deploy(Environment.PRODUCTION)
+        self._deployed_version, self._previous_version = result.version, result.previous_version
+        self._production_at = workflow.now()
+        report = await self._health(Environment.PRODUCTION, "verify-production")
+        if report.verdict is Verdict.FAIL:
+            self._failed_at = workflow.now()
+            raise _Stop(Outcome.ROLLED_BACK, f"production verification failed: {report.detail}")
+        if report.verdict is not Verdict.PASS:
+            self._s.issues.append(f"production verification: {report.verdict}")
+        await self._expose("go-live", 100.0, [])
+
+    async def _reviewing(self) -> tuple[Outcome, list[str]]:
+        self._enter(Phase.REVIEWING)
+        self._promote = False
+        # Past go-live the change stays; later failures are findings, not rollbacks.
+        self._compensations.clear()
+        review_ends = workflow.now() + self.profile.review_period
+        retro = policy.open_gate(
+            Gate.RETRO,
+            self._s.request.change_type,
+            self.profile,
+            self._s.request.content_hash(),
+            workflow.now(),
+        )
+        self._s.gates[Gate.RETRO] = retro
+        if retro.state is GateState.OPEN:
+            await self._notify("gate.retro", "retro-approval of an emergency change", retro.eligible)
+        self._details(f"review until {review_ends.isoformat()}; feedback welcome")
+        await self._wait(lambda: self._promote and self._retro_done(), review_ends, honour_pause=False)
+        if retro.state is GateState.OPEN:
+            await self._wait(self._retro_done, retro.deadline, honour_pause=False)
+        findings: list[str] = []
+        retro_final = self._s.gates[Gate.RETRO]
+        if retro_final.state is GateState.OPEN:
+            self._s.gates[Gate.RETRO] = policy.expire(retro_final, workflow.now())
+            findings.append("retro-approval expired without a CAB decision")
+        elif retro_final.state is GateState.REJECTED:
+            findings.append("retro-approval rejected by the CAB")
+        health = await self._health(Environment.PRODUCTION, "review-health")
+        lead = workflow.now() - (self._s.request.committed_at or self._s.history[0].at)
+        self._s.kpis = policy.kpis(health, self._s.feedback, lead)
+        outcome, more = policy.review_outcome(health, self._s.feedback, self._s.issues + findings)
+        return outcome, more
+
+    def _retro_done(self) -> bool:
+        return self._s.gates[Gate.RETRO].state is not GateState.OPEN
+
+    async def _close(self, outcome: Outcome, reason: str) -> None:
+        """Record the outcome in the CMDB: no release ends without its change record."""
+        self._enter(Phase.CLOSING)
+        self._s.outcome, self._s.reason = outcome, reason[:1000]
+        request = self._s.request
+        approvals = [a for g in self._s.gates.values() for a in g.votes]
+        deployed = outcome in (Outcome.COMPLETED, Outcome.COMPLETED_WITH_ISSUES)
+        await self._activity(
+            Activity.CLOSE_CHANGE,
+            CloseChangeInput(
+                **self._key("close"),
+                request=request,
+                risk=self._s.risk or Risk.MEDIUM,
+                outcome=outcome,
+                close_code=policy.close_code(outcome, self._compensation_failed),
+                reason=self._s.reason,
+                ci_name=self._profile.ci_name if self._profile else request.service,
+                deployed_version=self._deployed_version if deployed else None,
+                previous_version=self._previous_version,
+                artifact_digest=self._s.package.digest if self._s.package and deployed else None,
+                approvals=approvals,
+                kpis=self._s.kpis,
+                feedback=self._s.feedback,
+                production_at=self._production_at,
+                failed_at=self._failed_at,
+                recovered_at=workflow.now() if self._failed_at and not self._compensation_failed else None,
+            ),
+            None,
+            f"close change {self._s.release_id}: {outcome}",
+            retry=RECORD_RETRY,
+        )
+        await self._notify("release.closed", f"{self._s.release_id} closed: {outcome} {reason}".strip(), [])
+        self._enter(Phase.CLOSED, note=f"{outcome}")
+
+    # --- steps with compensations -----------------------------------------------
+
+    async def _deploy(self, env: Environment) -> DeployResult:
+        request = self._s.request
+        step = f"deploy-{env}"
+
+        async def undo() -> None:
+            await self._activity(
+                Activity.ROLLBACK,
+                RollbackInput(
+                    **self._key(f"rollback-{env}"),
+                    service=request.service,
+                    environment=env,
+                    version=request.version,
+                    restore_version=results[0].previous_version if results else None,
+                    deploy_step=step,
+                ),
+                DeployResult,
+                f"roll back {env} from {request.version}",
+                retry=COMPENSATION_RETRY,
+            )
+
+        results: list[DeployResult] = []
+        self._register(f"roll back {env}", undo)
+        result = await self._activity(
+            Activity.DEPLOY,
+            DeployInput(
+                **self._key(step),
+                service=request.service,
+                environment=env,
+                version=request.version,
+                package=self.package,
+            ),
+            DeployResult,
+            f"deploy {request.service} {request.version} to {env}",
+            timeout=timedelta(minutes=15),
+            heartbeat=timedelta(minutes=1),
+        )
+        results.append(result)
+        return result
+
+    async def _expose(self, step: str, percent: float, allow_list: list[str]) -> None:
+        request = self._s.request
+        await self._activity(
+            Activity.SET_EXPOSURE,
+            ExposureInput(
+                **self._key(f"expose-{step}"),
+                service=request.service,
+                environment=Environment.PRODUCTION,
+                version=request.version,
+                percent=percent,
+                allow_list=allow_list,
+            ),
+            ExposureResult,
+            f"expose {request.version} to {percent}%"
+            + (f" + {len(allow_list)} allow-listed" if allow_list else ""),
+        )
+
+    async def _exposure_off(self) -> None:
+        request = self._s.request
+        await self._activity(
+            Activity.SET_EXPOSURE,
+            ExposureInput(
+                **self._key("exposure-off"),
+                service=request.service,
+                environment=Environment.PRODUCTION,
+                version=request.version,
+                percent=0.0,
+            ),
+            ExposureResult,
+            f"kill switch: exposure of {request.version} to 0%",
+            retry=COMPENSATION_RETRY,
+        )
+
+    async def _health(self, env: Environment, step: str) -> HealthReport:
+        request = self._s.request
+        return await self._activity(
+            Activity.CHECK_HEALTH,
+            HealthInput(
+                **self._key(step),
+                service=request.service,
+                environment=env,
+                version=request.version,
+                acceptance=self.plan.acceptance,
+            ),
+            HealthReport,
+            f"health of {request.service} {request.version} in {env}",
+            timeout=timedelta(minutes=5),
+        )
+
+    def _register(self, name: str, undo: Callable[[], Awaitable[Any]]) -> None:
+        """Register a compensation before the step it undoes runs."""
+        self._compensations.append((name, undo))
+
+    async def _compensate(self, reason: str) -> None:
+        """Run registered compensations in reverse, each once; a failure flags the operator."""
+        if not self._compensations:
+            return
+        self._enter(Phase.COMPENSATING, note=reason[:1000])
+        while self._compensations:
+            name, undo = self._compensations.pop()
+            try:
+                await undo()
+                self._s.compensations.append(name)
+            except ActivityError as err:
+                self._compensation_failed = True
+                self._s.needs_operator = True
+                self._s.issues.append(f"compensation '{name}' failed: {_failure_reason(err)}")
+                workflow.logger.error("compensation %s failed: %s", name, err)
+        if self._s.needs_operator:
+            self._set_awaiting(["operator"])
+            self._details("**operator action required**: " + "; ".join(self._s.issues))
+
+    # --- waiting -------------------------------------------------------------------
+
+    async def _wait(
+        self, done: Callable[[], bool], until: datetime | None, *, honour_pause: bool = True
+    ) -> bool:
+        """Wait for `done` until a deadline; True if it happened. Abort interrupts any wait."""
+        timeout = None if until is None else max((until - workflow.now()).total_seconds(), 0.0)
+        try:
+            await workflow.wait_condition(lambda: done() or self._abort is not None, timeout=timeout)
+        except TimeoutError:
+            return False
+        if self._abort is not None:
+            raise _Stop(Outcome.ABORTED, f"aborted by {self._abort.by}: {self._abort.reason}")
+        if honour_pause and self._s.paused:
+            await self._checkpoint()
+        return True
+
+    async def _checkpoint(self) -> None:
+        """Between steps: stop on abort, hold while paused (for at most PAUSE_LIMIT)."""
+        if self._abort is None and self._s.paused:
+            previous = self._s.awaiting
+            self._set_awaiting(["operator"])
+            self._details("paused by an operator; `resume` to continue")
+            if not await self._wait(
+                lambda: not self._s.paused, workflow.now() + PAUSE_LIMIT, honour_pause=False
+            ):
+                raise _Stop(Outcome.ABORTED, f"paused for longer than {PAUSE_LIMIT}")
+            self._set_awaiting(previous.split(",") if previous else [])
+        if self._abort is not None:
+            raise _Stop(Outcome.ABORTED, f"aborted by {self._abort.by}: {self._abort.reason}")
+
+    async def _await_window(self, what: str) -> None:
+        """Before each exposure step: wait durably until a deployment window is open."""
+        deadline = workflow.now() + self.profile.timeouts.window_wait
+        while not self._s.window_overrides:
+            decision = await self._activity(
+                Activity.CHECK_WINDOW,
+                WindowQuery(
+                    service=self._s.request.service,
+                    environment=Environment.PRODUCTION,
+                    at=workflow.now(),
+                    change_type=self._s.request.change_type,
+                ),
+                WindowDecision,
+                f"deployment window for {what}",
+            )
+            if decision.open:
+                return
+            # A window that reports no future opening is re-checked hourly (windows can be removed).
+            until = min(decision.next_open or deadline, deadline, workflow.now() + timedelta(hours=1))
+            until = max(until, workflow.now() + timedelta(seconds=1))
+            previous = self._s.awaiting
+            self._set_awaiting(["window"])
+            self._details(
+                f"waiting for window: {decision.reason} (next open {until.isoformat()}) before {what}"
+            )
+            await self._wait(lambda: bool(self._s.window_overrides), until)
+            self._set_awaiting(previous.split(",") if previous else [])
+            if workflow.now() >= deadline and not self._s.window_overrides:
+                raise _Stop(Outcome.EXPIRED, f"no deployment window opened for {what} before the deadline")
+
+    # --- messages ----------------------------------------------------------------------
+
+    @workflow.signal
+    def approve(self, vote: Vote) -> None:
+        """Fire-and-forget approval; a vote the policy refuses is logged and ignored."""
+        self._take_vote(vote, Decision.APPROVE)
+
+    @workflow.signal
+    def reject(self, vote: Vote) -> None:
+        """Fire-and-forget rejection (any rejection vetoes the gate)."""
+        self._take_vote(vote, Decision.REJECT)
+
+    @workflow.update
+    def decide(self, vote: Vote) -> GateStatus:
+        """Approve or reject with an immediate answer; refusals leave no history."""
+        self._take_vote(vote)
+        return self._s.gates[vote.gate]
+
+    @decide.validator
+    def _validate_decide(self, vote: Vote) -> None:
+        reason = policy.refusal(
+            self._s.gates.get(vote.gate), vote, self._s.request.requested_by, workflow.now()
+        )
+        if reason:
+            raise ApplicationError(reason, type="VoteRefused")
+
+    def _take_vote(self, vote: Vote, expected: Decision | None = None) -> None:
+        gate = self._s.gates.get(vote.gate)
+        reason = policy.refusal(gate, vote, self._s.request.requested_by, workflow.now())
+        if expected is not None and vote.decision is not expected:
+            reason = f"the {expected} signal carries a vote to {vote.decision}"
+        if reason or gate is None:
+            workflow.logger.warning("vote by %s refused: %s", vote.approver, reason)
+            return
+        self._s.gates[vote.gate] = updated = policy.record_vote(gate, vote, workflow.now())
+        self._set_awaiting(policy.waiting_for(updated))
+        self._gate_details(updated)
+
+    @workflow.signal
+    def amend_plan(self, amendment: PlanAmendment) -> None:
+        """A new plan while the plan gate is open: earlier plan approvals no longer count."""
+        gate = self._s.gates.get(Gate.PLAN)
+        if gate is None or gate.state is not GateState.OPEN:
+            workflow.logger.warning("plan amendment by %s ignored: plan gate not open", amendment.by)
+            return
+        plan = amendment.plan.model_copy(
+            update={"revision": (self._s.plan.revision if self._s.plan else 0) + 1}
+        )
+        try:
+            policy.check_stages(plan.stages)
+        except ValueError as err:
+            workflow.logger.warning("plan amendment by %s ignored: %s", amendment.by, err)
+            return
+        self._s.plan, self._s.plan_hash = plan, plan.content_hash()
+        self._s.gates[Gate.PLAN] = updated = policy.void_votes(gate, self._s.plan_hash, gate.deadline)
+        self._set_awaiting(policy.waiting_for(updated))
+        self._gate_details(updated)
+
+    @workflow.signal
+    def pause(self, action: OperatorAction) -> None:
+        self._s.paused = True
+        self._operator_note("paused", action)
+
+    @workflow.signal
+    def resume(self, action: OperatorAction) -> None:
+        self._s.paused = False
+        self._operator_note("resumed", action)
+
+    @workflow.signal
+    def abort(self, action: OperatorAction) -> None:
+        """Stop the release: compensations run, outcome `aborted`."""
+        if self._abort is None and self._s.outcome is None:
+            self._abort = action
+            self._operator_note("abort requested", action)
+
+    @workflow.signal
+    def promote(self, action: OperatorAction) -> None:
+        """Skip the rest of the current bake (or review period)."""
+        self._promote = True
+        self._operator_note("promoted", action)
+
+    @workflow.signal
+    def override_window(self, action: OperatorAction) -> None:
+        """Deploy outside a deployment window for the rest of this release; recorded."""
+        self._s.window_overrides.append(action)
+        self._operator_note("window overridden", action)
+
+    @workflow.signal
+    def feedback(self, feedback: Feedback) -> None:
+        self._s.feedback.append(feedback.model_copy(update={"at": workflow.now()}))
+
+    @workflow.query
+    def status(self) -> ReleaseStatus:
+        return self._s
+
+    # --- helpers ---------------------------------------------------------------------
+
+    @property
+    def profile(self) -> ServiceProfile:
+        assert self._profile is not None
+        return self._profile
+
+    @property
+    def plan(self) -> ReleasePlan:
+        assert self._s.plan is not None
+        return self._s.plan
+
+    @property
+    def package(self) -> ReleasePackage:
+        assert self._s.package is not None
+        return self._s.package
+
+    def _key(self, step: str) -> dict[str, str]:
+        return {"release_id": self._s.release_id, "step": step}
+
+    async def _activity(
+        self,
+        name: Activity,
+        arg: Any,
+        result_type: type[T] | None,
+        summary: str,
+        *,
+        timeout: timedelta = timedelta(minutes=2),
+        heartbeat: timedelta | None = None,
+        retry: RetryPolicy = STEP_RETRY,
+    ) -> Any:
+        return await workflow.execute_activity(
+            name.value,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat,
+            retry_policy=retry,
+            summary=summary[:200],
+        )
+
+    async def _record(self, step: str, status: str, name: Activity) -> None:
+        request = self._s.request
+        await self._activity(
+            name,
+            ChangeRecordInput(
+                **self._key(step),
+                request=request,
+                risk=self._s.risk,
+                ci_name=self.profile.ci_name,
+                criticality=self.profile.criticality,
+                status=status,
+            ),
+            None,
+            f"CMDB: change {self._s.release_id} {status}",
+            retry=RECORD_RETRY,
+        )
+
+    async def _notify(self, event: str, message: str, recipients: list[str]) -> None:
+        await self._activity(
+            Activity.NOTIFY,
+            Notification(
+                **self._key(f"notify-{len(self._s.history)}"),
+                event=event,
+                message=message[:1000],
+                recipients=recipients,
+            ),
+            None,
+            f"notify {event}",
+            retry=RetryPolicy(maximum_attempts=3),
+        )
+
+    def _enter(self, phase: Phase, note: str = "") -> None:
+        self._s.phase = phase
+        self._s.history.append(PhaseTransition(phase=phase, at=workflow.now(), note=note))
+        gate = self._current_gate()
+        awaiting = policy.waiting_for(gate) if gate else []
+        request = self._s.request
+        if phase is Phase.REQUESTED:
+            workflow.upsert_search_attributes(
+                [
+                    visibility.RELEASE_SERVICE.value_set(request.service),
+                    visibility.RELEASE_VERSION.value_set(request.version),
+                    visibility.RELEASE_CHANGE_TYPE.value_set(request.change_type.value),
+                ]
+            )
+        if phase is Phase.CLOSED and self._s.needs_operator:
+            awaiting = ["operator"]
+        self._s.awaiting = ",".join(awaiting)
+        workflow.upsert_search_attributes(
+            [visibility.RELEASE_PHASE.value_set(phase.value), visibility.RELEASE_AWAITING.value_set(awaiting)]
+        )
+        if gate:
+            self._gate_details(gate)
+        else:
+            self._details(note or phase.value)
+
+    def _current_gate(self) -> GateStatus | None:
+        phase_gate = {
+            Phase.AWAITING_CAB: Gate.REQUEST,
+            Phase.AWAITING_PLAN_APPROVAL: Gate.PLAN,
+            Phase.DARK_LAUNCH: Gate.MARGINAL,
+        }.get(self._s.phase)
+        gate = self._s.gates.get(phase_gate) if phase_gate else None
+        return gate if gate and gate.state is GateState.OPEN else None
+
+    def _set_awaiting(self, who: list[str]) -> None:
+        self._s.awaiting = ",".join(who)
+        workflow.upsert_search_attributes([visibility.RELEASE_AWAITING.value_set(who)])
+
+    def _gate_details(self, gate: GateStatus) -> None:
+        approvals = sum(1 for a in gate.votes if a.vote.decision == "approve")
+        voters = ", ".join(f"{a.vote.approver} ({a.vote.decision})" for a in gate.votes) or "none yet"
+        deadline = gate.deadline.isoformat() if gate.deadline else "none"
+        self._details(
+            f"gate **{gate.gate}** {gate.state}: {approvals}/{gate.required} approvals; votes: {voters}; "
+            f"waiting for: {', '.join(policy.waiting_for(gate)) or '-'}; deadline {deadline}; "
+            f"hash {gate.subject_hash[:12]}"
+        )
+
+    def _details(self, text: str) -> None:
+        request = self._s.request
+        header = f"**{request.service} {request.version}** ({request.change_type}) — {self._s.phase}"
+        if self._s.paused:
+            header += " (paused)"
+        workflow.set_current_details(f"{header}\n\n{text}")
+
+    def _operator_note(self, what: str, action: OperatorAction) -> None:
+        workflow.logger.info("%s by %s: %s", what, action.by, action.reason)
+        self._s.history.append(
+            PhaseTransition(
+                phase=self._s.phase, at=workflow.now(), note=f"{what} by {action.by}: {action.reason}"
+            )
+        )
+
+
+def _failure_reason(err: BaseException) -> str:
+    """The innermost failure message of an activity error (e.g. the failing test names)."""
+    cause: BaseException | None = err
+    message = str(err)
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            message = f"{cause.type}: {cause.message}" if cause.type else cause.message
+        cause = cause.__cause__
+    return message[:1000]

@@ -1,0 +1,178 @@
+"""Test activities registered under relman's real activity names.
+
+They replace the real adapters only to test the workflow's own logic (the SDK's documented
+way): they record every call and inject the faults a test asks for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from relman.contracts import (
+    Activity,
+    Artifact,
+    BuildInput,
+    ChangeRecordInput,
+    CloseChangeInput,
+    DeployInput,
+    DeployResult,
+    ErrorType,
+    ExposureInput,
+    ExposureResult,
+    GateTimeouts,
+    HealthInput,
+    HealthReport,
+    Notification,
+    ReleasePackage,
+    ReleaseRequest,
+    RollbackInput,
+    RolloutStage,
+    ServiceProfile,
+    SuiteResult,
+    TestInput,
+    TestReport,
+    Verdict,
+    WindowDecision,
+    WindowQuery,
+)
+
+CAB = ["alice", "bob", "carol", "dave"]
+ECAB = ["erin"]
+STAGES = [
+    RolloutStage(name="allow-list", percent=0, bake_seconds=60, allow_list=["tester"]),
+    RolloutStage(name="one", percent=1, bake_seconds=60),
+    RolloutStage(name="five", percent=5, bake_seconds=60),
+    RolloutStage(name="quarter", percent=25, bake_seconds=60),
+]
+
+
+def profile_for(service: str) -> ServiceProfile:
+    return ServiceProfile(
+        service=service,
+        ci_name=f"{service}-app",
+        cab_members=CAB,
+        cab_quorum=2,
+        ecab_members=ECAB,
+        stages=STAGES,
+        review_period=timedelta(days=1),
+        timeouts=GateTimeouts(),
+    )
+
+
+@dataclass
+class FakeActivities:
+    """Records (activity, step) calls; `fail_steps` raise, `verdicts` map health steps to verdicts."""
+
+    fail_steps: set[str] = field(default_factory=set)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    closed_window_checks: set[int] = field(default_factory=set)
+    compensation_failures: dict[str, int] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    closes: list[CloseChangeInput] = field(default_factory=list)
+    window_checks: int = 0
+
+    def _call(self, name: Activity, step: str) -> None:
+        self.calls.append((name.value, step))
+        if step in self.fail_steps:
+            raise ApplicationError(f"injected failure at {step}", type=ErrorType.DEPLOY_FAILED, non_retryable=True)
+        left = self.compensation_failures.get(step, 0)
+        if left:
+            self.compensation_failures[step] = left - 1
+            raise ApplicationError(f"injected compensation failure at {step}")
+
+    def steps(self, name: Activity) -> list[str]:
+        return [step for n, step in self.calls if n == name.value]
+
+    @activity.defn(name=Activity.VALIDATE_REQUEST)
+    async def validate_request(self, request: ReleaseRequest) -> ServiceProfile:
+        self._call(Activity.VALIDATE_REQUEST, "validate")
+        if request.service == "unknown":
+            raise ApplicationError("unknown service 'unknown'", type=ErrorType.UNKNOWN_SERVICE, non_retryable=True)
+        return profile_for(request.service)
+
+    @activity.defn(name=Activity.OPEN_CHANGE)
+    async def open_change(self, inp: ChangeRecordInput) -> None:
+        self._call(Activity.OPEN_CHANGE, inp.step)
+
+    @activity.defn(name=Activity.UPDATE_CHANGE)
+    async def update_change(self, inp: ChangeRecordInput) -> None:
+        self._call(Activity.UPDATE_CHANGE, inp.step)
+
+    @activity.defn(name=Activity.CLOSE_CHANGE)
+    async def close_change(self, inp: CloseChangeInput) -> None:
+        self._call(Activity.CLOSE_CHANGE, inp.step)
+        self.closes.append(inp)
+
+    @activity.defn(name=Activity.CHECK_WINDOW)
+    async def check_window(self, q: WindowQuery) -> WindowDecision:
+        index = self.window_checks
+        self.window_checks += 1
+        self.calls.append((Activity.CHECK_WINDOW.value, f"window-{index}"))
+        if index in self.closed_window_checks:
+            return WindowDecision(open=False, reason="blackout", next_open=q.at + timedelta(days=2))
+        return WindowDecision(open=True)
+
+    @activity.defn(name=Activity.BUILD_PACKAGE)
+    async def build_package(self, inp: BuildInput) -> ReleasePackage:
+        self._call(Activity.BUILD_PACKAGE, inp.step)
+        digest = hashlib.sha256(f"{inp.service}-{inp.version}".encode()).hexdigest()
+        return ReleasePackage(
+            service=inp.service,
+            version=inp.version,
+            path=f"/tmp/{inp.release_id}",
+            artifacts=[Artifact(name="app.tar", sha256=digest, size=1)],
+            digest=digest,
+        )
+
+    @activity.defn(name=Activity.DEPLOY)
+    async def deploy(self, inp: DeployInput) -> DeployResult:
+        self._call(Activity.DEPLOY, inp.step)
+        return DeployResult(environment=inp.environment, version=inp.version, previous_version="1.0.0")
+
+    @activity.defn(name=Activity.ROLLBACK)
+    async def rollback(self, inp: RollbackInput) -> DeployResult:
+        self._call(Activity.ROLLBACK, inp.step)
+        return DeployResult(environment=inp.environment, version=inp.restore_version or "1.0.0")
+
+    @activity.defn(name=Activity.RUN_TESTS)
+    async def run_tests(self, inp: TestInput) -> TestReport:
+        self._call(Activity.RUN_TESTS, inp.step)
+        return TestReport(suites=[SuiteResult(name="unit", passed=3)], accepted=True)
+
+    @activity.defn(name=Activity.SET_EXPOSURE)
+    async def set_exposure(self, inp: ExposureInput) -> ExposureResult:
+        self._call(Activity.SET_EXPOSURE, inp.step)
+        return ExposureResult(percent=inp.percent)
+
+    @activity.defn(name=Activity.CHECK_HEALTH)
+    async def check_health(self, inp: HealthInput) -> HealthReport:
+        self._call(Activity.CHECK_HEALTH, inp.step)
+        verdict = self.verdicts.get(inp.step, Verdict.PASS)
+        return HealthReport(verdict=verdict, error_rate=0.001, latency_ms=20, samples=100, detail=str(verdict))
+
+    @activity.defn(name=Activity.NOTIFY)
+    async def notify(self, n: Notification) -> None:
+        self.calls.append((Activity.NOTIFY.value, n.event))
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.validate_request,
+            self.open_change,
+            self.update_change,
+            self.close_change,
+            self.check_window,
+            self.build_package,
+            self.deploy,
+            self.rollback,
+            self.run_tests,
+            self.set_exposure,
+            self.check_health,
+            self.notify,
+        ]
