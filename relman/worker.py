@@ -41,13 +41,24 @@ def load_activities(settings: Settings) -> list[Callable[..., Any]]:
 
     catalog = settings.require_catalog()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from relman.catalog import CatalogError
+    from relman.cmdb.errors import CmdbError
+
     try:
         return create_activities(catalog, settings.data_dir, settings.cmdb, settings.webhook_url)
     except RelmanError:
         raise
-    except Exception as exc:  # a bad catalog or CMDB URL must name the setting, not crash
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ConfigError(f"RELMAN_CATALOG / RELMAN_CMDB_URL: {first}") from None
+    except CatalogError as exc:
+        raise ConfigError(f"RELMAN_CATALOG: {_first_line(exc)}") from None
+    except CmdbError as exc:
+        raise ConfigError(f"RELMAN_CMDB_URL: {_first_line(exc)}") from None
+    except Exception as exc:  # a bad catalog or CMDB must name the settings, not crash
+        raise ConfigError(f"RELMAN_CATALOG / RELMAN_CMDB_URL: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def build_workers(

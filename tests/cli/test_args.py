@@ -161,3 +161,23 @@ def test_console_script_exits_cleanly_with_a_code() -> None:
         [sys.executable, "-m", "relman.starter", "--help"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and "approve" in done.stdout
+
+
+def test_worker_names_a_bad_catalog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import logging
+
+    import structlog
+
+    bad = tmp_path / "catalog.yaml"
+    bad.write_text("services: {greeter: {bogus: 1}}\n")
+    monkeypatch.setenv("RELMAN_CATALOG", str(bad))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        code, out = invoke("worker")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()
+    assert code == 1
+    assert error_line(out).startswith("error: RELMAN_CATALOG: catalog.yaml: services.greeter")
