@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -132,7 +132,7 @@ class ReleaseWorkflow:
         except _Stop as stop:
             outcome, reason = stop.outcome, stop.reason
             await self._compensate(reason)
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             outcome, reason = Outcome.ROLLED_BACK, _failure_reason(err)
             self._failed_at = workflow.now()
             await self._compensate(reason)
@@ -154,11 +154,11 @@ class ReleaseWorkflow:
                 request,
                 ServiceProfile,
                 f"validate {request.service} {request.version} against the catalog",
+                local=True,
             )
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:  # local activities raise the failure itself
             raise _Stop(Outcome.REJECTED, f"invalid request: {_failure_reason(err)}") from err
         self._s.risk = policy.risk_for(request.change_type, self._profile.criticality)
-        workflow.upsert_search_attributes([visibility.RELEASE_RISK.value_set(self._s.risk.value)])
         await self._record("open", "requested", Activity.OPEN_CHANGE)
 
     async def _gate(self, gate: Gate, phase: Phase, subject_hash: str) -> None:
@@ -469,7 +469,7 @@ class ReleaseWorkflow:
             try:
                 await undo()
                 self._s.compensations.append(name)
-            except ActivityError as err:
+            except (ActivityError, ApplicationError) as err:
                 self._compensation_failed = True
                 self._s.needs_operator = True
                 self._s.issues.append(f"compensation '{name}' failed: {_failure_reason(err)}")
@@ -523,6 +523,8 @@ class ReleaseWorkflow:
                 ),
                 WindowDecision,
                 f"deployment window for {what}",
+                retry=RECORD_RETRY,
+                local=True,
             )
             if decision.open:
                 return
@@ -664,7 +666,19 @@ class ReleaseWorkflow:
         timeout: timedelta = timedelta(minutes=2),
         heartbeat: timedelta | None = None,
         retry: RetryPolicy = STEP_RETRY,
+        local: bool = False,
     ) -> Any:
+        if local:
+            # Short reads and notifications: a marker in the history instead of three events
+            # and a workflow task of their own.
+            return await workflow.execute_local_activity(
+                name.value,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=timeout,
+                retry_policy=retry,
+                summary=summary[:200],
+            )
         return await workflow.execute_activity(
             name.value,
             arg,
@@ -703,7 +717,9 @@ class ReleaseWorkflow:
             ),
             None,
             f"notify {event}",
+            timeout=timedelta(seconds=30),
             retry=RetryPolicy(maximum_attempts=3),
+            local=True,
         )
 
     def _enter(self, phase: Phase, note: str = "") -> None:
@@ -711,25 +727,31 @@ class ReleaseWorkflow:
         self._s.history.append(PhaseTransition(phase=phase, at=workflow.now(), note=note))
         gate = self._current_gate()
         awaiting = policy.waiting_for(gate) if gate else []
-        request = self._s.request
-        if phase is Phase.REQUESTED:
-            workflow.upsert_search_attributes(
-                [
-                    visibility.RELEASE_SERVICE.value_set(request.service),
-                    visibility.RELEASE_VERSION.value_set(request.version),
-                    visibility.RELEASE_CHANGE_TYPE.value_set(request.change_type.value),
-                ]
-            )
         if phase is Phase.CLOSED and self._s.needs_operator:
             awaiting = ["operator"]
         self._s.awaiting = ",".join(awaiting)
-        workflow.upsert_search_attributes(
-            [visibility.RELEASE_PHASE.value_set(phase.value), visibility.RELEASE_AWAITING.value_set(awaiting)]
-        )
+        request = self._s.request
+        updates = [
+            visibility.RELEASE_SERVICE.value_set(request.service),
+            visibility.RELEASE_VERSION.value_set(request.version),
+            visibility.RELEASE_CHANGE_TYPE.value_set(request.change_type.value),
+            visibility.RELEASE_PHASE.value_set(phase.value),
+            visibility.RELEASE_AWAITING.value_set(awaiting),
+        ]
+        if self._s.risk is not None:
+            updates.append(visibility.RELEASE_RISK.value_set(self._s.risk.value))
+        self._publish(updates)
         if gate:
             self._gate_details(gate)
         else:
             self._details(note or phase.value)
+
+    def _publish(self, updates: list[SearchAttributeUpdate[Any]]) -> None:
+        """Upsert only the search attributes whose value changed: each upsert is a history event."""
+        current = workflow.info().typed_search_attributes
+        changed = [u for u in updates if current.get(u.key) != u.value]
+        if changed:
+            workflow.upsert_search_attributes(changed)
 
     def _current_gate(self) -> GateStatus | None:
         phase_gate = {
@@ -742,7 +764,7 @@ class ReleaseWorkflow:
 
     def _set_awaiting(self, who: list[str]) -> None:
         self._s.awaiting = ",".join(who)
-        workflow.upsert_search_attributes([visibility.RELEASE_AWAITING.value_set(who)])
+        self._publish([visibility.RELEASE_AWAITING.value_set(who)])
 
     def _gate_details(self, gate: GateStatus) -> None:
         approvals = sum(1 for a in gate.votes if a.vote.decision == "approve")

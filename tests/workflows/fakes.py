@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import activity
@@ -77,11 +77,14 @@ class FakeActivities:
     calls: list[tuple[str, str]] = field(default_factory=list)
     closes: list[CloseChangeInput] = field(default_factory=list)
     window_checks: int = 0
+    blackout_until: datetime | None = None
 
     def _call(self, name: Activity, step: str) -> None:
         self.calls.append((name.value, step))
         if step in self.fail_steps:
-            raise ApplicationError(f"injected failure at {step}", type=ErrorType.DEPLOY_FAILED, non_retryable=True)
+            raise ApplicationError(
+                f"injected failure at {step}", type=ErrorType.DEPLOY_FAILED, non_retryable=True
+            )
         left = self.compensation_failures.get(step, 0)
         if left:
             self.compensation_failures[step] = left - 1
@@ -94,7 +97,9 @@ class FakeActivities:
     async def validate_request(self, request: ReleaseRequest) -> ServiceProfile:
         self._call(Activity.VALIDATE_REQUEST, "validate")
         if request.service == "unknown":
-            raise ApplicationError("unknown service 'unknown'", type=ErrorType.UNKNOWN_SERVICE, non_retryable=True)
+            raise ApplicationError(
+                "unknown service 'unknown'", type=ErrorType.UNKNOWN_SERVICE, non_retryable=True
+            )
         return profile_for(request.service)
 
     @activity.defn(name=Activity.OPEN_CHANGE)
@@ -116,7 +121,9 @@ class FakeActivities:
         self.window_checks += 1
         self.calls.append((Activity.CHECK_WINDOW.value, f"window-{index}"))
         if index in self.closed_window_checks:
-            return WindowDecision(open=False, reason="blackout", next_open=q.at + timedelta(days=2))
+            self.blackout_until = q.at + timedelta(days=2)
+        if self.blackout_until and q.at < self.blackout_until:
+            return WindowDecision(open=False, reason="blackout", next_open=self.blackout_until)
         return WindowDecision(open=True)
 
     @activity.defn(name=Activity.BUILD_PACKAGE)
@@ -155,7 +162,9 @@ class FakeActivities:
     async def check_health(self, inp: HealthInput) -> HealthReport:
         self._call(Activity.CHECK_HEALTH, inp.step)
         verdict = self.verdicts.get(inp.step, Verdict.PASS)
-        return HealthReport(verdict=verdict, error_rate=0.001, latency_ms=20, samples=100, detail=str(verdict))
+        return HealthReport(
+            verdict=verdict, error_rate=0.001, latency_ms=20, samples=100, detail=str(verdict)
+        )
 
     @activity.defn(name=Activity.NOTIFY)
     async def notify(self, n: Notification) -> None:

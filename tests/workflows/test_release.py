@@ -94,7 +94,9 @@ async def until(
         if predicate(current):
             return current
         await env.sleep(step)
-    raise AssertionError(f"condition never held; last status phase={current.phase} awaiting={current.awaiting}")
+    raise AssertionError(
+        f"condition never held; last status phase={current.phase} awaiting={current.awaiting}"
+    )
 
 
 async def vote(
@@ -273,10 +275,14 @@ async def test_refused_votes_name_the_reason_and_leave_no_history(ts_env: Workfl
         assert "mallory is not a member" in await refused(handle, Gate.REQUEST, "mallory")
         assert "gate plan is not open" in await refused(handle, Gate.PLAN, "alice", approved_hash="0" * 64)
         assert "outdated" in await refused(handle, Gate.REQUEST, "alice", approved_hash="f" * 64)
-        assert "needs a reason" in await refused(handle, Gate.REQUEST, "alice", decision=Decision.REJECT, comment="")
+        assert "needs a reason" in await refused(
+            handle, Gate.REQUEST, "alice", decision=Decision.REJECT, comment=""
+        )
         await vote(handle, Gate.REQUEST, "alice")
         assert "alice has already voted" in await refused(handle, Gate.REQUEST, "alice")
-        assert "carol has already voted" not in await refused(handle, Gate.REQUEST, "alice", on_behalf_of="alice")
+        assert "carol has already voted" not in await refused(
+            handle, Gate.REQUEST, "alice", on_behalf_of="alice"
+        )
         await vote(handle, Gate.REQUEST, "bob")
         assert "closed (approved)" in await refused(handle, Gate.REQUEST, "carol")
 
@@ -288,7 +294,9 @@ async def test_refused_votes_name_the_reason_and_leave_no_history(ts_env: Workfl
         amended = current.plan.model_copy(
             update={"stages": [RolloutStage(name="ten", percent=10, bake_seconds=30)]}
         )
-        await handle.signal(ReleaseWorkflow.amend_plan, PlanAmendment(by="rita", plan=amended, reason="smaller"))
+        await handle.signal(
+            ReleaseWorkflow.amend_plan, PlanAmendment(by="rita", plan=amended, reason="smaller")
+        )
         current = await until(ts_env, handle, lambda s: s.plan_hash != old_hash)
         assert current.gates[Gate.PLAN].votes == []
         assert current.gates[Gate.PLAN].subject_hash == current.plan_hash
@@ -299,7 +307,9 @@ async def test_refused_votes_name_the_reason_and_leave_no_history(ts_env: Workfl
         history = await handle.fetch_history()
     assert final.outcome is Outcome.COMPLETED
     assert [s.name for s in final.stages] == ["ten"]
-    accepted = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
+    accepted = [
+        e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+    ]
     assert len(accepted) == 5  # alice, bob, carol (voided), carol, dave; refusals left nothing
     plan_votes = [a for a in fake.closes[-1].approvals if a.vote.gate is Gate.PLAN]
     assert {a.vote.approver for a in plan_votes} == {"carol", "dave"}
