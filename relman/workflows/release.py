@@ -731,7 +731,7 @@ class ReleaseWorkflow:
             awaiting = ["operator"]
         self._s.awaiting = ",".join(awaiting)
         request = self._s.request
-        updates = [
+        updates: list[SearchAttributeUpdate[Any]] = [
             visibility.RELEASE_SERVICE.value_set(request.service),
             visibility.RELEASE_VERSION.value_set(request.version),
             visibility.RELEASE_CHANGE_TYPE.value_set(request.change_type.value),

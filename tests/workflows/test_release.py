@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
