@@ -186,3 +186,23 @@ async def test_abort_while_waiting_for_a_window_compensates(cli: Cli, tmp_path: 
     assert next(c for c in changes if c["release_id"] == rid)["close_code"] == "aborted"
     missing = await cli("status", "release-greeter-9.9.9", code=1)
     assert missing == "error: no release named release-greeter-9.9.9"
+
+
+async def test_delegated_approval_then_a_veto_rejects(cli: Cli) -> None:
+    rid = f"release-greeter-1.2.0-{uuid.uuid4().hex[:6]}"
+    await cli("start", str(ROOT / "examples" / "releases" / "greeter-1.2.0.yaml"), "--id", rid)
+    out = await cli(
+        "approve", rid, "--as", "carol", "--on-behalf-of", "dave", "--comment", "dave is on leave"
+    )
+    assert "1/2 approvals" in out
+    gate = json.loads(await cli("reject", rid, "--as", "bob", "--reason", "no rollback rehearsal", "--json"))
+    assert gate["state"] == "rejected"
+    final = await cli.until(rid, lambda st: st.outcome is not None)
+    assert final.outcome is Outcome.REJECTED
+    votes = final.gates[Gate.REQUEST].votes
+    assert [(v.vote.approver, v.vote.on_behalf_of, v.vote.decision.value) for v in votes] == [
+        ("carol", "dave", "approve"),
+        ("bob", None, "reject"),
+    ]
+    changes = await cli.json("cmdb", "changes", "--service", "greeter")
+    assert next(c for c in changes if c["release_id"] == rid)["close_code"] == "rejected"
