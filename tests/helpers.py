@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from relman.worker import workflow_runner
 
 T = TypeVar("T")
 
@@ -27,9 +28,7 @@ def new_worker(
         task_queue=task_queue or f"tq-{uuid.uuid4()}",
         workflows=list(workflows),
         activities=list(activities),
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic")
-        ),
+        workflow_runner=workflow_runner(),
         **kwargs,
     )
 

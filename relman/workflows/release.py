@@ -112,6 +112,7 @@ class ReleaseWorkflow:
         self._production_at: datetime | None = None
         self._failed_at: datetime | None = None
         self._compensation_failed = False
+        self._pending: dict[str, SearchAttributeUpdate[Any]] = {}
 
     # --- the process ----------------------------------------------------------
 
@@ -123,6 +124,7 @@ class ReleaseWorkflow:
             await self._gate(Gate.REQUEST, Phase.AWAITING_CAB, request.content_hash())
             self._planning()
             await self._gate(Gate.PLAN, Phase.AWAITING_PLAN_APPROVAL, self._s.plan_hash)
+            await self._record("authorized", "authorized", Activity.UPDATE_CHANGE)
             await self._building()
             await self._testing()
             await self._dark_launch()
@@ -185,7 +187,6 @@ class ReleaseWorkflow:
                 f"{a.vote.approver}: {a.vote.comment}" for a in final.votes if a.vote.decision == "reject"
             )
             raise _Stop(Outcome.REJECTED, f"gate {gate} rejected ({who})")
-        await self._record(f"approved-{gate}", f"approved_{gate}", Activity.UPDATE_CHANGE)
 
     def _planning(self) -> None:
         self._enter(Phase.PLANNING)
@@ -287,13 +288,15 @@ class ReleaseWorkflow:
         result = await self._deploy(Environment.PRODUCTION)
         self._deployed_version, self._previous_version = result.version, result.previous_version
         self._production_at = workflow.now()
-        report = await self._health(Environment.PRODUCTION, "verify-production")
+        # Full exposure and verification together: one workflow task fewer per release.
+        report, _ = await asyncio.gather(
+            self._health(Environment.PRODUCTION, "verify-production"), self._expose("go-live", 100.0, [])
+        )
         if report.verdict is Verdict.FAIL:
             self._failed_at = workflow.now()
             raise _Stop(Outcome.ROLLED_BACK, f"production verification failed: {report.detail}")
         if report.verdict is not Verdict.PASS:
             self._s.issues.append(f"production verification: {report.verdict}")
-        await self._expose("go-live", 100.0, [])
 
     async def _reviewing(self) -> tuple[Outcome, list[str]]:
         self._enter(Phase.REVIEWING)
@@ -364,6 +367,7 @@ class ReleaseWorkflow:
         )
         await self._notify("release.closed", f"{self._s.release_id} closed: {outcome} {reason}".strip(), [])
         self._enter(Phase.CLOSED, note=f"{outcome}")
+        self._flush()
 
     # --- steps with compensations -----------------------------------------------
 
@@ -485,6 +489,7 @@ class ReleaseWorkflow:
     ) -> bool:
         """Wait for `done` until a deadline; True if it happened. Abort interrupts any wait."""
         timeout = None if until is None else max((until - workflow.now()).total_seconds(), 0.0)
+        self._flush()
         try:
             await workflow.wait_condition(lambda: done() or self._abort is not None, timeout=timeout)
         except TimeoutError:
@@ -668,6 +673,7 @@ class ReleaseWorkflow:
         retry: RetryPolicy = STEP_RETRY,
         local: bool = False,
     ) -> Any:
+        self._flush()
         if local:
             # Short reads and notifications: a marker in the history instead of three events
             # and a workflow task of their own.
@@ -740,16 +746,23 @@ class ReleaseWorkflow:
         ]
         if self._s.risk is not None:
             updates.append(visibility.RELEASE_RISK.value_set(self._s.risk.value))
-        self._publish(updates)
+        self._publish(updates, defer=True)
         if gate:
             self._gate_details(gate)
         else:
             self._details(note or phase.value)
 
-    def _publish(self, updates: list[SearchAttributeUpdate[Any]]) -> None:
-        """Upsert only the search attributes whose value changed: each upsert is a history event."""
+    def _publish(self, updates: list[SearchAttributeUpdate[Any]], *, defer: bool = False) -> None:
+        """Set search attributes; deferred ones are merged until the next wait or activity."""
+        self._pending.update({u.key.name: u for u in updates})
+        if not defer:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Upsert only the attributes whose value changed: each upsert is a history event."""
         current = workflow.info().typed_search_attributes
-        changed = [u for u in updates if current.get(u.key) != u.value]
+        changed = [u for u in self._pending.values() if current.get(u.key) != u.value]
+        self._pending.clear()
         if changed:
             workflow.upsert_search_attributes(changed)
 

@@ -20,6 +20,7 @@ from relman.contracts import (
     Artifact,
     BuildInput,
     ChangeRecordInput,
+    ChangeType,
     CloseChangeInput,
     DeployInput,
     DeployResult,
@@ -185,3 +186,14 @@ class FakeActivities:
             self.check_health,
             self.notify,
         ]
+
+
+def make_request(change_type: ChangeType = ChangeType.NORMAL, service: str = "checkout") -> ReleaseRequest:
+    return ReleaseRequest(
+        service=service,
+        version="2.4.1",
+        change_type=change_type,
+        requested_by="rita",
+        title="Faster checkout",
+        commit="0a1b2c3d4e5f",
+    )

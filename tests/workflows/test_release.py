@@ -36,7 +36,7 @@ from relman.contracts import (
 )
 from relman.workflows.release import ReleaseWorkflow
 from tests.helpers import new_worker
-from tests.workflows.fakes import FakeActivities
+from tests.workflows.fakes import FakeActivities, make_request
 
 HISTORIES = Path(__file__).parent.parent / "histories"
 FULL_PATH = [
@@ -52,17 +52,6 @@ FULL_PATH = [
     Phase.CLOSING,
     Phase.CLOSED,
 ]
-
-
-def make_request(change_type: ChangeType = ChangeType.NORMAL, service: str = "checkout") -> ReleaseRequest:
-    return ReleaseRequest(
-        service=service,
-        version="2.4.1",
-        change_type=change_type,
-        requested_by="rita",
-        title="Faster checkout",
-        commit="0a1b2c3d4e5f",
-    )
 
 
 async def start(
