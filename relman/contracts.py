@@ -165,6 +165,8 @@ class Activity(StrEnum):
     ROLLBACK = "rollback"
     RUN_TESTS = "run_tests"
     SET_EXPOSURE = "set_exposure"
+    ACQUIRE_LEASE = "acquire_lease"
+    RELEASE_LEASE = "release_lease"
     CHECK_HEALTH = "check_health"
     NOTIFY = "notify"
 
@@ -381,6 +383,19 @@ class WindowDecision(Model):
     reason: Comment = ""
     next_open: datetime | None = None
     """When deployment is next allowed; None when unknown (wait to the deadline)."""
+
+
+class LeaseInput(StepInput):
+    """A release's claim on a service's environment: one release at a time goes live."""
+
+    service: ServiceName
+    environment: Environment
+
+
+class LeaseDecision(Model):
+    granted: bool
+    holder: str | None = None
+    """The release holding the lease (this one when granted)."""
 
 
 class BuildInput(StepInput):

@@ -18,7 +18,15 @@ from temporalio.exceptions import ApplicationError
 
 from relman.cmdb.errors import CmdbError, CmdbInvalid
 from relman.cmdb.store import CmdbStore
-from relman.contracts import Activity, ChangeRecordInput, CloseChangeInput, WindowDecision, WindowQuery
+from relman.contracts import (
+    Activity,
+    ChangeRecordInput,
+    CloseChangeInput,
+    LeaseDecision,
+    LeaseInput,
+    WindowDecision,
+    WindowQuery,
+)
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -63,3 +71,14 @@ class CmdbActivities:
     async def check_window(self, q: WindowQuery) -> WindowDecision:
         """Whether deployment is open now for this service, environment and change type."""
         return await self._call(lambda: self.store.window_decision(q))
+
+    @activity.defn(name=Activity.ACQUIRE_LEASE)
+    async def acquire_lease(self, inp: LeaseInput) -> LeaseDecision:
+        """Claim the service's environment for this release, or say who holds it."""
+        return await self._call(lambda: self.store.acquire_lease(inp))
+
+    @activity.defn(name=Activity.RELEASE_LEASE)
+    async def release_lease(self, inp: LeaseInput) -> None:
+        """Give the service's environment back (idempotent)."""
+        released = await self._call(lambda: self.store.release_lease(inp))
+        log.info("cmdb.lease_released", key=inp.idempotency_key, released=released)

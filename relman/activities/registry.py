@@ -115,4 +115,6 @@ def create_activities(
         cmdb.update_change,
         cmdb.close_change,
         cmdb.check_window,
+        cmdb.acquire_lease,
+        cmdb.release_lease,
     ]

@@ -179,6 +179,19 @@ class DeploymentWindow(Base):
     created_by: Mapped[str] = mapped_column(String(64))
 
 
+class EnvironmentLease(Base):
+    """Which release holds a service's environment: one release at a time rolls out."""
+
+    __tablename__ = "environment_lease"
+    __table_args__ = (UniqueConstraint("service", "environment", name="uq_lease_service_env"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(32))
+    holder: Mapped[str] = mapped_column(String(128))
+    acquired_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class ReviewRecord(Base):
     __tablename__ = "review_record"
 

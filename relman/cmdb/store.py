@@ -63,6 +63,7 @@ from relman.cmdb.models import (
     CiVersion,
     ConfigurationItem,
     DeploymentWindow,
+    EnvironmentLease,
     Relationship,
     RelationshipType,
     ReviewRecord,
@@ -86,6 +87,8 @@ from relman.contracts import (
     CloseChangeInput,
     Criticality,
     Feedback,
+    LeaseDecision,
+    LeaseInput,
     Outcome,
     WindowDecision,
     WindowKind,
@@ -98,6 +101,7 @@ REL_TYPE = metadata.tables[RelationshipType.__tablename__]
 VERSION = metadata.tables[CiVersion.__tablename__]
 CHANGE = metadata.tables[Change.__tablename__]
 APPROVAL = metadata.tables[ApprovalRow.__tablename__]
+LEASE = metadata.tables[EnvironmentLease.__tablename__]
 WINDOW = metadata.tables[DeploymentWindow.__tablename__]
 REVIEW = metadata.tables[ReviewRecord.__tablename__]
 AUDIT = metadata.tables[AuditLog.__tablename__]
@@ -941,6 +945,37 @@ class CmdbStore:
         with self._read() as conn:
             windows = [self._window(r) for r in conn.execute(stmt)]
         return decide(windows, at, q.change_type)
+
+    # --- environment leases ---------------------------------------------------------
+
+    def acquire_lease(self, inp: LeaseInput) -> LeaseDecision:
+        """Take the service's environment for `inp.release_id` unless another release holds it."""
+        where = (LEASE.c.service == inp.service, LEASE.c.environment == inp.environment.value)
+        with self._write() as conn:
+            conn.execute(
+                self._insert(LEASE)
+                .values(
+                    service=inp.service,
+                    environment=inp.environment.value,
+                    holder=inp.release_id,
+                    acquired_at=self._clock(),
+                )
+                .on_conflict_do_nothing(index_elements=["service", "environment"])
+            )
+            holder = conn.execute(select(LEASE.c.holder).where(*where)).scalar_one()
+        return LeaseDecision(granted=holder == inp.release_id, holder=holder)
+
+    def release_lease(self, inp: LeaseInput) -> bool:
+        """Give the environment back; only its holder can, and twice is harmless."""
+        with self._write() as conn:
+            result = conn.execute(
+                LEASE.delete().where(
+                    LEASE.c.service == inp.service,
+                    LEASE.c.environment == inp.environment.value,
+                    LEASE.c.holder == inp.release_id,
+                )
+            )
+        return bool(result.rowcount)
 
     # --- DORA ------------------------------------------------------------------------
 

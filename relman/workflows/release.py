@@ -37,6 +37,8 @@ with workflow.unsafe.imports_passed_through():
         GateStatus,
         HealthInput,
         HealthReport,
+        LeaseDecision,
+        LeaseInput,
         Notification,
         OperatorAction,
         Outcome,
@@ -113,6 +115,7 @@ class ReleaseWorkflow:
         self._failed_at: datetime | None = None
         self._compensation_failed = False
         self._pending: dict[str, SearchAttributeUpdate[Any]] = {}
+        self._lease_held = False
 
     # --- the process ----------------------------------------------------------
 
@@ -211,6 +214,7 @@ class ReleaseWorkflow:
     async def _testing(self) -> None:
         await self._checkpoint()
         self._enter(Phase.TESTING)
+        await self._take_lease()
         await self._deploy(Environment.STAGING)
         request = self._s.request
         report: TestReport = await self._activity(
@@ -297,6 +301,7 @@ class ReleaseWorkflow:
             raise _Stop(Outcome.ROLLED_BACK, f"production verification failed: {report.detail}")
         if report.verdict is not Verdict.PASS:
             self._s.issues.append(f"production verification: {report.verdict}")
+        await self._give_back_lease()
 
     async def _reviewing(self) -> tuple[Outcome, list[str]]:
         self._enter(Phase.REVIEWING)
@@ -337,6 +342,7 @@ class ReleaseWorkflow:
     async def _close(self, outcome: Outcome, reason: str) -> None:
         """Record the outcome in the CMDB: no release ends without its change record."""
         self._enter(Phase.CLOSING)
+        await self._give_back_lease()
         self._s.outcome, self._s.reason = outcome, reason[:1000]
         request = self._s.request
         approvals = [a for g in self._s.gates.values() for a in g.votes]
@@ -481,6 +487,49 @@ class ReleaseWorkflow:
         if self._s.needs_operator:
             self._set_awaiting(["operator"])
             self._details("**operator action required**: " + "; ".join(self._s.issues))
+
+    # --- one release at a time per service -------------------------------------------
+
+    async def _take_lease(self) -> None:
+        """Hold the service's deployment path from staging deploy to verified go-live.
+
+        Staging feeds production, so a second release of the same service waits here
+        (durably, visible as awaiting `release:<holder>`) until the first is live or
+        rolled back; it expires after the window-wait deadline.
+        """
+        deadline = workflow.now() + self.profile.timeouts.window_wait
+        backoff = timedelta(seconds=15)
+        while True:
+            decision = await self._lease(Activity.ACQUIRE_LEASE, LeaseDecision)
+            if decision.granted:
+                self._lease_held = True
+                self._set_awaiting([])
+                return
+            self._set_awaiting([f"release:{decision.holder}"])
+            self._details(f"waiting for {decision.holder} to go live or roll back (one release at a time)")
+            await self._wait(lambda: False, min(workflow.now() + backoff, deadline))
+            if workflow.now() >= deadline:
+                raise _Stop(Outcome.EXPIRED, f"{decision.holder} held {self._s.request.service} too long")
+            backoff = min(backoff * 2, timedelta(minutes=5))
+
+    async def _give_back_lease(self) -> None:
+        if self._lease_held:
+            await self._lease(Activity.RELEASE_LEASE, None)
+            self._lease_held = False
+
+    async def _lease(self, name: Activity, result_type: type[T] | None) -> Any:
+        return await self._activity(
+            name,
+            LeaseInput(
+                **self._key(f"{name.value}-{len(self._s.history)}"),
+                service=self._s.request.service,
+                environment=Environment.PRODUCTION,
+            ),
+            result_type,
+            f"{name.value.replace('_', ' ')} on {self._s.request.service}",
+            retry=RECORD_RETRY,
+            local=True,
+        )
 
     # --- waiting -------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ from relman.contracts import (
     GateTimeouts,
     HealthInput,
     HealthReport,
+    LeaseDecision,
+    LeaseInput,
     Notification,
     ReleasePackage,
     ReleaseRequest,
@@ -79,6 +81,7 @@ class FakeActivities:
     closes: list[CloseChangeInput] = field(default_factory=list)
     window_checks: int = 0
     blackout_until: datetime | None = None
+    leases: dict[str, str] = field(default_factory=dict)
 
     def _call(self, name: Activity, step: str) -> None:
         self.calls.append((name.value, step))
@@ -126,6 +129,18 @@ class FakeActivities:
         if self.blackout_until and q.at < self.blackout_until:
             return WindowDecision(open=False, reason="blackout", next_open=self.blackout_until)
         return WindowDecision(open=True)
+
+    @activity.defn(name=Activity.ACQUIRE_LEASE)
+    async def acquire_lease(self, inp: LeaseInput) -> LeaseDecision:
+        holder = self.leases.setdefault(inp.service, inp.release_id)
+        self.calls.append((Activity.ACQUIRE_LEASE.value, inp.release_id))
+        return LeaseDecision(granted=holder == inp.release_id, holder=holder)
+
+    @activity.defn(name=Activity.RELEASE_LEASE)
+    async def release_lease(self, inp: LeaseInput) -> None:
+        self.calls.append((Activity.RELEASE_LEASE.value, inp.release_id))
+        if self.leases.get(inp.service) == inp.release_id:
+            del self.leases[inp.service]
 
     @activity.defn(name=Activity.BUILD_PACKAGE)
     async def build_package(self, inp: BuildInput) -> ReleasePackage:
@@ -178,6 +193,8 @@ class FakeActivities:
             self.update_change,
             self.close_change,
             self.check_window,
+            self.acquire_lease,
+            self.release_lease,
             self.build_package,
             self.deploy,
             self.rollback,

@@ -489,3 +489,31 @@ async def test_search_attributes_and_details_follow_the_phase(ts_env: WorkflowEn
         await handle.signal(ReleaseWorkflow.abort, OperatorAction(by="oscar", reason="test over"))
         final = ReleaseStatus.model_validate(await handle.result())
     assert final.outcome is Outcome.ABORTED
+
+
+# --- one release at a time per service ---------------------------------------------------
+
+
+async def test_second_release_of_a_service_waits_for_the_first_to_go_live(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    fake = FakeActivities()
+    async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
+        first = await start(ts_env, worker, make_request(ChangeType.STANDARD))
+        await until(ts_env, first, lambda s: s.phase is Phase.DARK_LAUNCH)
+        second = await start(ts_env, worker, make_request(ChangeType.STANDARD))
+        waiting = await until(ts_env, second, lambda s: s.awaiting.startswith("release:"))
+        assert waiting.awaiting == f"release:{first.id}"
+        assert waiting.phase is Phase.TESTING
+        desc = await second.describe()
+        assert desc.typed_search_attributes.get(visibility.RELEASE_AWAITING) == [f"release:{first.id}"]
+        first_final = ReleaseStatus.model_validate(await first.result())
+        second_final = ReleaseStatus.model_validate(await second.result())
+    assert first_final.outcome is Outcome.COMPLETED and second_final.outcome is Outcome.COMPLETED
+    # Never interleaved: the second touches staging only after the first verified production.
+    deploys = [s for n, s in fake.calls if n in ("deploy", "acquire_lease", "release_lease")]
+    assert deploys.index("deploy-production") < len(deploys) - deploys[::-1].index("deploy-staging") - 1
+    first_go_live = {t.phase: t.at for t in first_final.history}[Phase.REVIEWING]
+    second_testing_done = {t.phase: t.at for t in second_final.history}[Phase.DARK_LAUNCH]
+    assert second_testing_done >= first_go_live
+    assert fake.leases == {}
