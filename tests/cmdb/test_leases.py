@@ -20,7 +20,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CmdbStore]
 
 
 def lease(release_id: str, service: str = "checkout") -> LeaseInput:
-    return LeaseInput(release_id=release_id, step="lease", service=service, environment=Environment.PRODUCTION)
+    return LeaseInput(
+        release_id=release_id, step="lease", service=service, environment=Environment.PRODUCTION
+    )
 
 
 def test_one_holder_at_a_time(store: CmdbStore) -> None:
