@@ -688,7 +688,13 @@ class ReleaseWorkflow:
 
     @workflow.query
     def status(self) -> ReleaseStatus:
+        """The full typed state of the release."""
         return self._s
+
+    @workflow.query
+    def history(self) -> list[PhaseTransition]:
+        """The timeline: phase transitions and operator actions, with their times."""
+        return self._s.history
 
     # --- helpers ---------------------------------------------------------------------
 

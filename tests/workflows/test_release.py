@@ -486,6 +486,8 @@ async def test_search_attributes_and_details_follow_the_phase(ts_env: WorkflowEn
         assert "gate **request** open: 1/2 approvals" in meta.current_details
         assert "alice (approve)" in meta.current_details
         assert await desc.static_summary() == "checkout 2.4.1 — normal change"
+        timeline = await handle.query(ReleaseWorkflow.history)
+        assert [t.phase for t in timeline] == [Phase.REQUESTED, Phase.AWAITING_CAB]
         await handle.signal(ReleaseWorkflow.abort, OperatorAction(by="oscar", reason="test over"))
         final = ReleaseStatus.model_validate(await handle.result())
     assert final.outcome is Outcome.ABORTED
