@@ -82,9 +82,7 @@ class Greeter:
         return change
 
     async def start(self, request: ReleaseRequest) -> WorkflowHandle[ReleaseWorkflow, ReleaseStatus]:
-        handle = await start(self.env, self.worker, request)
-        handle.result_type = ReleaseStatus
-        return handle
+        return await start(self.env, self.worker, request)
 
     async def approve(self, handle: WorkflowHandle, gate: Gate, *members: str) -> None:
         await until(self.env, handle, at_gate(gate), step=POLL)
@@ -97,7 +95,7 @@ class Greeter:
         await self.approve(handle, Gate.PLAN, "carol", "dave")
 
     async def finish(self, handle: WorkflowHandle, name: str) -> ReleaseStatus:
-        final: ReleaseStatus = await handle.result()
+        final = ReleaseStatus.model_validate(await handle.result())
         record_history(f"real_{name}", (await handle.fetch_history()).to_json())
         return final
 
