@@ -442,6 +442,25 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def service_names(path: str | os.PathLike[str]) -> list[str]:
+    """The service names a catalog file declares, read without validating the services.
+
+    Clients use it to refuse an unknown service before a release starts: they may see the
+    catalog file without the services' directories and executables the worker needs.
+    """
+    file = Path(path).expanduser()
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except OSError as exc:
+        raise CatalogError(f"{file}: cannot read the catalog: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{file.name}: not valid YAML: {exc}") from None
+    services = raw.get("services") if isinstance(raw, dict) else None
+    if not isinstance(services, dict):
+        raise CatalogError(f"{file.name}: the catalog must be a mapping with a `services` key")
+    return sorted(str(name) for name in services)
+
+
 def load_catalog(path: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None) -> Catalog:
     """Read and validate a catalog file; `CatalogError` says what is wrong and where.
 

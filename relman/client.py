@@ -11,6 +11,7 @@ code everything the CLI does:
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,7 +54,7 @@ from relman.contracts import (
     Vote,
     release_id_for,
 )
-from relman.errors import NotFoundError, RefusedError, RelmanError
+from relman.errors import ConfigError, NotFoundError, RefusedError, RelmanError
 from relman.visibility import (
     RELEASE_AWAITING,
     RELEASE_CHANGE_TYPE,
@@ -80,6 +81,8 @@ GATE_ORDER = (Gate.REQUEST, Gate.PLAN, Gate.MARGINAL, Gate.RETRO)
 TRANSIENT = frozenset({Phase.REQUESTED, Phase.PLANNING})
 """Phases that pass in moments and end at a gate: an approval sent then waits for it."""
 GATE_WAIT = 15.0
+RELEASE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{2,127}$")
+"""The contracts' `ReleaseId` pattern: every activity input carries the release id."""
 
 
 class ReleaseSummary(Model):
@@ -152,23 +155,41 @@ def _failure_message(exc: BaseException) -> str:
 class ReleaseClient:
     """Start, approve, steer and find releases on a Temporal cluster."""
 
-    def __init__(self, client: Client, task_queue: str = TASK_QUEUE) -> None:
+    def __init__(self, client: Client, task_queue: str = TASK_QUEUE, catalog: Path | None = None) -> None:
+        """`catalog`: the worker's catalog file when this process can read it; `start` then
+        refuses a service it does not declare before anything reaches Temporal. Without it the
+        worker's `validate_request` rejects the release (outcome `rejected`, recorded in the CMDB).
+        """
         self.client = client
         self.task_queue = task_queue
+        self.catalog = catalog
 
     @classmethod
     async def connect(cls, target_host: str | None = None, task_queue: str | None = None) -> ReleaseClient:
-        """Connect as configured (temporal.toml / TEMPORAL_* / RELMAN_TASK_QUEUE)."""
+        """Connect as configured (temporal.toml / TEMPORAL_* / RELMAN_TASK_QUEUE / RELMAN_CATALOG)."""
         from relman.config import connect, load_settings
 
         settings = load_settings()
-        return cls(await connect(target_host), task_queue or settings.task_queue)
+        catalog = settings.catalog if settings.catalog.is_file() else None
+        return cls(await connect(target_host), task_queue or settings.task_queue, catalog)
 
     # --- starting ----------------------------------------------------------
 
     async def start(self, request: ReleaseRequest, release_id: str | None = None) -> str:
-        """Start a release; returns its id. The same release id is never started twice."""
+        """Start a release; returns its id. The same release id is never started twice.
+
+        Refused before anything reaches Temporal: a request that is not a valid contract
+        (e.g. built with `model_construct`), a release id the activities' inputs would refuse,
+        and a service the catalog (when this client can read it) does not declare.
+        """
+        request = self._checked(request)
         release_id = release_id or release_id_for(request.service, request.version)
+        if not RELEASE_ID.match(release_id):
+            raise RelmanError(
+                f"release id {release_id[:80]!r} is invalid: use 3-128 lower-case letters, digits, "
+                "'.', '_' or '-', starting with a letter or digit"
+            )
+        self._check_service(request.service)
         try:
             await self.client.start_workflow(
                 WORKFLOW_NAME,
@@ -205,6 +226,29 @@ class ReleaseClient:
                 ) from None
             raise self._rpc_error(exc, release_id) from None
         return release_id
+
+    @staticmethod
+    def _checked(request: ReleaseRequest) -> ReleaseRequest:
+        """The request validated again: the workflow decodes it strictly, and an invalid
+        payload would fail its first workflow task over and over."""
+        try:
+            return ReleaseRequest.model_validate(request.model_dump(mode="python"))
+        except ValidationError as exc:
+            raise RelmanError(f"invalid release request: {one_line(exc)}") from None
+
+    def _check_service(self, service: str) -> None:
+        if self.catalog is None:
+            return
+        from relman.catalog import CatalogError, service_names
+
+        try:
+            known = service_names(self.catalog)
+        except CatalogError as exc:
+            raise ConfigError(f"RELMAN_CATALOG: {exc}") from None
+        if service not in known:
+            raise RefusedError(
+                f"unknown service {service!r}: the catalog {self.catalog} knows {', '.join(known) or 'none'}"
+            )
 
     # --- reading -----------------------------------------------------------
 
