@@ -1,0 +1,424 @@
+"""Helpers of the fault tests: a TCP proxy that can cut or freeze traffic, a persisted dev
+server that can be killed and restarted, worker subprocesses, and instant activities.
+
+Everything started here is stopped by its owner's `close()`/`stop()`; the fixtures in
+`tests/faults/conftest.py` call them in finalizers so nothing outlives a failing test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+
+from relman.contracts import (
+    Activity,
+    Artifact,
+    BuildInput,
+    Decision,
+    DeployInput,
+    DeployResult,
+    ErrorType,
+    ExposureInput,
+    ExposureResult,
+    Gate,
+    GateState,
+    GateTimeouts,
+    HealthInput,
+    HealthReport,
+    Notification,
+    ReleasePackage,
+    ReleaseRequest,
+    ReleaseStatus,
+    RollbackInput,
+    RolloutStage,
+    ServiceProfile,
+    SuiteResult,
+    TestInput,
+    TestReport,
+    Verdict,
+    Vote,
+)
+from relman.devserver import DevServer, free_port
+from relman.workflows.release import ReleaseWorkflow
+
+ROOT = Path(__file__).resolve().parents[2]
+CAB = ["alice", "bob", "carol", "dave"]
+
+
+# --- a TCP proxy we control --------------------------------------------------------------
+
+
+class _Conn:
+    def __init__(self, client: asyncio.StreamWriter, server: asyncio.StreamWriter) -> None:
+        self.client = client
+        self.server = server
+        self.swallow_replies = False
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def close(self) -> None:
+        for w in (self.client, self.server):
+            with contextlib.suppress(Exception):
+                w.close()
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a target; can refuse connections, freeze, or lose a reply.
+
+    - `outage()` closes every connection and the listener (clients see "connection refused");
+      `restore()` listens again on the same port.
+    - `pause()` freezes every byte in both directions (a network partition); `resume()`.
+    - `lose_reply_after(marker)`: the first request carrying `marker` reaches the server, but
+      nothing the server answers on that connection reaches the client (the effect lands, its
+      acknowledgement is lost); `reply_lost` is set once the server has answered.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._conns: set[_Conn] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._marker: bytes | None = None
+        self.on_reply_lost: Callable[[], None] | None = None
+        self.reply_lost = asyncio.Event()
+        self.refused = 0
+
+    async def start(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
+        return self
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            self.refused += 1
+            writer.close()
+            return
+        conn = _Conn(writer, up_writer)
+        self._conns.add(conn)
+        conn.tasks = [
+            asyncio.create_task(self._pump(conn, reader, up_writer, upstream=True)),
+            asyncio.create_task(self._pump(conn, up_reader, writer, upstream=False)),
+        ]
+
+    async def _pump(
+        self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
+    ) -> None:
+        tail = b""
+        try:
+            while chunk := await reader.read(65536):
+                await self._flowing.wait()
+                if upstream and self._marker is not None and self._marker in tail + chunk:
+                    self._marker = None
+                    conn.swallow_replies = True
+                if not upstream and conn.swallow_replies:
+                    if not self.reply_lost.is_set():
+                        self.reply_lost.set()
+                        if self.on_reply_lost is not None:
+                            self.on_reply_lost()
+                    continue
+                tail = chunk[-256:]
+                writer.write(chunk)
+                await writer.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            conn.close()
+            self._conns.discard(conn)
+
+    def lose_reply_after(self, marker: str) -> asyncio.Event:
+        self._marker = marker.encode()
+        self.reply_lost.clear()
+        return self.reply_lost
+
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    def drop_connections(self) -> None:
+        for conn in list(self._conns):
+            for task in conn.tasks:
+                task.cancel()
+            conn.close()
+        self._conns.clear()
+
+    def outage(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self.drop_connections()
+
+    async def restore(self) -> None:
+        if self._server is None:
+            await self.start()
+
+    async def close(self) -> None:
+        self.outage()
+        self._flowing.set()
+
+
+# --- a persisted dev server that can die --------------------------------------------------
+
+
+class KillableDevServer(DevServer):
+    """relman's DevServer on free ports with a SQLite file; `kill()` is SIGKILL."""
+
+    def __init__(self, db_file: Path) -> None:
+        super().__init__(port=free_port(), ui_port=free_port(), db_file=db_file)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+
+# --- worker subprocesses -------------------------------------------------------------------
+
+
+class WorkerProcess:
+    """`python -m tests.faults.worker` (the real worker, shorter activity timeouts) as a child."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout: float = 30.0) -> WorkerProcess:
+        out = self.log.open("ab")
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.faults.worker",
+                cwd=ROOT,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            out.close()
+        start = self.log.stat().st_size if self.log.exists() else 0
+
+        async def ready() -> None:
+            assert self.proc is not None
+            assert self.proc.returncode is None, f"worker exited: {self.tail()}"
+            assert b"worker ready" in self.log.read_bytes()[start:] or _count_ready(self.log) > 0
+
+        await poll(ready, timeout=timeout, what="worker ready")
+        return self
+
+    def ready_count(self) -> int:
+        return _count_ready(self.log)
+
+    def tail(self, lines: int = 20) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def kill(self) -> None:
+        """SIGKILL the worker's whole process group: nothing of it runs on."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            await self.proc.wait()
+
+
+def _count_ready(log: Path) -> int:
+    return log.read_text(errors="replace").count("worker ready") if log.exists() else 0
+
+
+# --- waiting ---------------------------------------------------------------------------------
+
+
+async def poll(
+    check: Callable[[], Awaitable[Any]], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Retry an async assertion until it passes; the last AssertionError says why not."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError as err:
+            if loop.time() >= deadline:
+                raise AssertionError(f"{what or 'condition'} not reached in {timeout}s: {err}") from err
+        await asyncio.sleep(interval)
+
+
+async def status(handle: WorkflowHandle[Any, Any]) -> ReleaseStatus:
+    return await handle.query(ReleaseWorkflow.status)
+
+
+async def wait_status(
+    handle: WorkflowHandle[Any, Any], pred: Callable[[ReleaseStatus], bool], *, timeout: float = 60
+) -> ReleaseStatus:
+    async def check() -> ReleaseStatus:
+        current = await status(handle)
+        assert pred(current), f"{handle.id}: phase={current.phase} awaiting={current.awaiting}"
+        return current
+
+    result: ReleaseStatus = await poll(check, timeout=timeout, interval=0.1, what=handle.id)
+    return result
+
+
+def gate_open(gate: Gate) -> Callable[[ReleaseStatus], bool]:
+    return lambda s: gate in s.gates and s.gates[gate].state is GateState.OPEN
+
+
+async def approve(handle: WorkflowHandle[Any, Any], gate: Gate, *members: str, timeout: float = 60) -> None:
+    """Wait for the gate, then approve it with the `decide` update, one member after another."""
+    current = await wait_status(handle, gate_open(gate), timeout=timeout)
+    for member in members:
+        await handle.execute_update(
+            ReleaseWorkflow.decide,
+            Vote(
+                gate=gate,
+                approver=member,
+                decision=Decision.APPROVE,
+                approved_hash=current.gates[gate].subject_hash,
+                comment="ok",
+            ),
+        )
+
+
+async def signal_approval(handle: WorkflowHandle[Any, Any], gate: Gate, subject_hash: str) -> None:
+    """Two CAB approvals by signal (fire-and-forget, as any Temporal client can send)."""
+    for member in ("alice", "bob") if gate is Gate.REQUEST else ("carol", "dave"):
+        await handle.signal(
+            ReleaseWorkflow.approve,
+            Vote(gate=gate, approver=member, decision=Decision.APPROVE, approved_hash=subject_hash),
+        )
+
+
+async def start_release(
+    client: Client, task_queue: str, request: ReleaseRequest, release_id: str
+) -> WorkflowHandle[Any, ReleaseStatus]:
+    return await client.start_workflow(ReleaseWorkflow.run, request, id=release_id, task_queue=task_queue)
+
+
+def request_for(service: str, version: str = "1.1.0") -> ReleaseRequest:
+    return ReleaseRequest(
+        service=service,
+        version=version,
+        requested_by="pat",
+        title=f"{service} {version}",
+        commit=hashlib.sha1(f"{service}{version}".encode()).hexdigest()[:12],
+    )
+
+
+# --- instant activities for everything but the CMDB -----------------------------------------
+
+
+def profile(
+    service: str,
+    *,
+    bake: int = 0,
+    review: timedelta = timedelta(0),
+    timeouts: GateTimeouts | None = None,
+) -> ServiceProfile:
+    return ServiceProfile(
+        service=service,
+        ci_name=service,
+        cab_members=CAB,
+        cab_quorum=2,
+        stages=[
+            RolloutStage(name="allow-list", percent=0, bake_seconds=bake, allow_list=["alice"]),
+            RolloutStage(name="one", percent=1, bake_seconds=bake),
+            RolloutStage(name="quarter", percent=25, bake_seconds=bake),
+        ],
+        review_period=review,
+        timeouts=timeouts or GateTimeouts(),
+    )
+
+
+class InstantActivities:
+    """relman's non-CMDB activities under their real names, answering at once.
+
+    Used where the fault under test is elsewhere (the Temporal server, the database, time):
+    the CMDB activities stay the real `CmdbActivities`. `calls` counts (activity, key).
+    """
+
+    def __init__(self, profiles: Callable[[str], ServiceProfile]) -> None:
+        self.profiles = profiles
+        self.calls: dict[tuple[str, str], int] = {}
+
+    def _count(self, name: Activity, key: str) -> None:
+        self.calls[(name.value, key)] = self.calls.get((name.value, key), 0) + 1
+
+    @activity.defn(name=Activity.VALIDATE_REQUEST)
+    async def validate_request(self, request: ReleaseRequest) -> ServiceProfile:
+        try:
+            return self.profiles(request.service)
+        except KeyError:
+            raise ApplicationError(
+                f"unknown service {request.service!r}", type=ErrorType.UNKNOWN_SERVICE, non_retryable=True
+            ) from None
+
+    @activity.defn(name=Activity.BUILD_PACKAGE)
+    async def build_package(self, inp: BuildInput) -> ReleasePackage:
+        self._count(Activity.BUILD_PACKAGE, inp.idempotency_key)
+        digest = hashlib.sha256(f"{inp.service}-{inp.version}".encode()).hexdigest()
+        return ReleasePackage(
+            service=inp.service,
+            version=inp.version,
+            path=f"/nonexistent/{inp.release_id}",
+            artifacts=[Artifact(name="app.tar", sha256=digest, size=1)],
+            digest=digest,
+        )
+
+    @activity.defn(name=Activity.DEPLOY)
+    async def deploy(self, inp: DeployInput) -> DeployResult:
+        self._count(Activity.DEPLOY, inp.idempotency_key)
+        return DeployResult(environment=inp.environment, version=inp.version, previous_version="1.0.0")
+
+    @activity.defn(name=Activity.ROLLBACK)
+    async def rollback(self, inp: RollbackInput) -> DeployResult:
+        self._count(Activity.ROLLBACK, inp.idempotency_key)
+        return DeployResult(environment=inp.environment, version=inp.restore_version or "1.0.0")
+
+    @activity.defn(name=Activity.RUN_TESTS)
+    async def run_tests(self, inp: TestInput) -> TestReport:
+        self._count(Activity.RUN_TESTS, inp.idempotency_key)
+        return TestReport(suites=[SuiteResult(name="unit", passed=1)], accepted=True)
+
+    @activity.defn(name=Activity.SET_EXPOSURE)
+    async def set_exposure(self, inp: ExposureInput) -> ExposureResult:
+        self._count(Activity.SET_EXPOSURE, inp.idempotency_key)
+        return ExposureResult(percent=inp.percent)
+
+    @activity.defn(name=Activity.CHECK_HEALTH)
+    async def check_health(self, inp: HealthInput) -> HealthReport:
+        return HealthReport(verdict=Verdict.PASS, error_rate=0.0, latency_ms=1.0, samples=100, detail="ok")
+
+    @activity.defn(name=Activity.NOTIFY)
+    async def notify(self, n: Notification) -> None:
+        return None
+
+    def all(self) -> Sequence[Callable[..., Any]]:
+        return [
+            self.validate_request,
+            self.build_package,
+            self.deploy,
+            self.rollback,
+            self.run_tests,
+            self.set_exposure,
+            self.check_health,
+            self.notify,
+        ]
