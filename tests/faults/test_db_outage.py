@@ -1,0 +1,150 @@
+"""Database outage: PostgreSQL unreachable for 30 s while releases close.
+
+The CMDB (the real `CmdbActivities` on PostgreSQL, in a schema of its own) is reached through
+a proxy we control. The first close that reaches the database commits, but its answer is
+lost and at that instant the database becomes unreachable (open connections cut, new ones
+refused) for 30 s. Every CMDB activity retries; afterwards every record exists exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from relman.activities.cmdb import CmdbActivities
+from relman.cmdb.store import CmdbStore
+from relman.contracts import CloseCode, Gate, Outcome, Phase, ReleaseStatus
+from relman.workflows.release import ReleaseWorkflow
+from tests.faults.support import (
+    InstantActivities,
+    TcpProxy,
+    approve,
+    profile,
+    request_for,
+    start_release,
+    wait_status,
+)
+from tests.helpers import new_worker
+
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(150)]
+
+RELEASES = 10
+OUTAGE_SECONDS = 30.0
+
+
+async def close_attempts(handle: WorkflowHandle[Any, Any]) -> int:
+    """The attempt that completed the release's `close_change` activity."""
+    history = await handle.fetch_history()
+    names = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
+    return max(
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and names[e.activity_task_started_event_attributes.scheduled_event_id] == "close_change"
+    )
+
+
+async def test_postgres_unreachable_for_30s_while_releases_close(
+    dev_env: WorkflowEnvironment, pg_url: str
+) -> None:
+    schema = f"faults_{uuid.uuid4().hex[:10]}"
+    direct = CmdbStore(pg_url, schema=schema)
+    direct.count("change")  # creates the schema before the worker uses it
+    proxy = await TcpProxy(make_url(pg_url).port or 5432).start()
+    proxied_url = make_url(pg_url).set(port=proxy.port).render_as_string(hide_password=False)
+    store = CmdbStore(proxied_url, schema=schema)
+    cmdb = CmdbActivities(store)
+    fakes = InstantActivities(lambda service: profile(service, review=timedelta(seconds=2)))
+    activities: list[Callable[..., Any]] = [
+        *fakes.all(),
+        cmdb.open_change,
+        cmdb.update_change,
+        cmdb.close_change,
+        cmdb.check_window,
+        cmdb.acquire_lease,
+        cmdb.release_lease,
+    ]
+    outage_at: list[float] = []
+
+    def go_down() -> None:
+        outage_at.append(time.monotonic())
+        proxy.outage()
+
+    try:
+        async with new_worker(dev_env.client, ReleaseWorkflow, activities=activities) as worker:
+            tag = uuid.uuid4().hex[:6]
+            handles = [
+                await start_release(
+                    dev_env.client, worker.task_queue, request_for(f"db-{i:02d}"), f"release-db-{i:02d}-{tag}"
+                )
+                for i in range(RELEASES)
+            ]
+            proxy.on_reply_lost = go_down
+            lost = proxy.lose_reply_after("/close")
+            await asyncio.gather(*(approve(h, Gate.REQUEST, "alice", "bob") for h in handles))
+            await asyncio.gather(*(approve(h, Gate.PLAN, "carol", "dave") for h in handles))
+
+            await asyncio.wait_for(lost.wait(), 60)
+            # The database is gone: releases pile up in closing, none can finish.
+            await asyncio.sleep(OUTAGE_SECONDS / 2)
+            phases = [(await wait_status(h, lambda s: True)).phase for h in handles]
+            assert Phase.CLOSED not in phases and phases.count(Phase.CLOSING) >= RELEASES // 2, phases
+            # The close whose answer was lost did commit: one release is already recorded.
+            assert direct.count("ci_version") == 1
+            await asyncio.sleep(outage_at[0] + OUTAGE_SECONDS - time.monotonic())
+            await proxy.restore()
+            restored = time.monotonic()
+            finals: list[ReleaseStatus] = await asyncio.wait_for(
+                asyncio.gather(*(h.result() for h in handles)), 60
+            )
+            recovered = time.monotonic() - restored
+            attempts = [await close_attempts(h) for h in handles]
+    finally:
+        await proxy.close()
+        store.close()
+
+    try:
+        assert [f.outcome for f in finals] == [Outcome.COMPLETED] * RELEASES, [f.reason for f in finals]
+        # Every record exactly once, by key.
+        assert direct.count("change") == RELEASES
+        assert direct.count("ci_version") == RELEASES
+        assert direct.count("review_record") == RELEASES
+        assert direct.count("approval") == 4 * RELEASES
+        assert direct.count("environment_lease") == 0
+        with direct.engine.connect() as conn:
+            keys = conn.execute(
+                text(f'SELECT idempotency_key, count(*) FROM "{schema}".audit_log GROUP BY idempotency_key')
+            ).all()
+        per_key: dict[str, int] = {str(k): int(n) for k, n in keys}
+        assert set(per_key.values()) == {1}
+        for h in handles:
+            assert per_key.get(f"{h.id}/close") == 1
+            assert per_key.get(f"{h.id}/open") == 1
+            assert per_key.get(f"{h.id}/authorized") == 1
+            change = direct.get_change(h.id)
+            assert change is not None
+            assert (change.status, change.close_code) == ("closed", CloseCode.SUCCESSFUL)
+        # The CMDB activities really retried through the outage.
+        assert sum(a > 1 for a in attempts) >= RELEASES - 1, attempts
+        print(
+            f"\noutage {OUTAGE_SECONDS:.0f}s: {RELEASES} releases closed {recovered:.1f}s after the database "
+            f"returned; close attempts {attempts}; audit keys {len(per_key)}, each once"
+        )
+    finally:
+        direct.drop()
+        direct.close()
