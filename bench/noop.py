@@ -1,0 +1,157 @@
+"""No-op adapters for the benchmark: relman's activities under their real names, answering instantly.
+
+They return valid results (the workflow's own checks and contracts all run), so the benchmark
+measures relman's workflow, contracts and data conversion, not builds, tests or a database.
+The service profile is the example catalog's `greeter` with zero bake time and a zero review
+period, so a normal release runs through every phase without waiting on a timer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from relman.catalog import load_catalog
+from relman.contracts import (
+    Activity,
+    Artifact,
+    BuildInput,
+    ChangeRecordInput,
+    CloseChangeInput,
+    DeployInput,
+    DeployResult,
+    ErrorType,
+    ExposureInput,
+    ExposureResult,
+    HealthInput,
+    HealthReport,
+    LeaseDecision,
+    LeaseInput,
+    Notification,
+    ReleasePackage,
+    ReleaseRequest,
+    RollbackInput,
+    ServiceProfile,
+    SuiteResult,
+    TestInput,
+    TestReport,
+    Verdict,
+    WindowDecision,
+    WindowQuery,
+)
+
+CATALOG = Path(__file__).resolve().parent.parent / "examples" / "catalog.yaml"
+SERVICE = "greeter"
+
+
+def bench_profile(data_dir: str | Path | None = None) -> ServiceProfile:
+    """The catalog's `greeter` profile with zero bake seconds and a zero review period."""
+    profile = load_catalog(CATALOG, data_dir=data_dir).profile(SERVICE)
+    stages = [s.model_copy(update={"bake_seconds": 0}) for s in profile.stages]
+    return profile.model_copy(update={"stages": stages, "review_period": timedelta(0)})
+
+
+class NoopActivities:
+    """Every relman activity, registered under its `Activity` name, doing nothing."""
+
+    def __init__(self, profile: ServiceProfile) -> None:
+        self.profile = profile
+
+    @activity.defn(name=Activity.VALIDATE_REQUEST)
+    async def validate_request(self, request: ReleaseRequest) -> ServiceProfile:
+        if request.service != self.profile.service:
+            raise ApplicationError(
+                f"unknown service {request.service!r}", type=ErrorType.UNKNOWN_SERVICE, non_retryable=True
+            )
+        return self.profile
+
+    @activity.defn(name=Activity.OPEN_CHANGE)
+    async def open_change(self, inp: ChangeRecordInput) -> None:
+        return None
+
+    @activity.defn(name=Activity.UPDATE_CHANGE)
+    async def update_change(self, inp: ChangeRecordInput) -> None:
+        return None
+
+    @activity.defn(name=Activity.CLOSE_CHANGE)
+    async def close_change(self, inp: CloseChangeInput) -> None:
+        return None
+
+    @activity.defn(name=Activity.CHECK_WINDOW)
+    async def check_window(self, q: WindowQuery) -> WindowDecision:
+        return WindowDecision(open=True)
+
+    @activity.defn(name=Activity.ACQUIRE_LEASE)
+    async def acquire_lease(self, inp: LeaseInput) -> LeaseDecision:
+        # No real environment behind the no-op adapters, so nothing to serialise: always granted
+        # (N concurrent releases of one service would otherwise queue one behind the other).
+        return LeaseDecision(granted=True, holder=inp.release_id)
+
+    @activity.defn(name=Activity.RELEASE_LEASE)
+    async def release_lease(self, inp: LeaseInput) -> None:
+        return None
+
+    @activity.defn(name=Activity.BUILD_PACKAGE)
+    async def build_package(self, inp: BuildInput) -> ReleasePackage:
+        digest = hashlib.sha256(f"{inp.service}-{inp.version}".encode()).hexdigest()
+        return ReleasePackage(
+            service=inp.service,
+            version=inp.version,
+            path=f"/dev/null/{inp.release_id}",
+            artifacts=[Artifact(name="app.tar", sha256=digest, size=1)],
+            digest=digest,
+        )
+
+    @activity.defn(name=Activity.DEPLOY)
+    async def deploy(self, inp: DeployInput) -> DeployResult:
+        return DeployResult(environment=inp.environment, version=inp.version, previous_version="1.0.0")
+
+    @activity.defn(name=Activity.ROLLBACK)
+    async def rollback(self, inp: RollbackInput) -> DeployResult:
+        return DeployResult(environment=inp.environment, version=inp.restore_version or "1.0.0")
+
+    @activity.defn(name=Activity.RUN_TESTS)
+    async def run_tests(self, inp: TestInput) -> TestReport:
+        return TestReport(suites=[SuiteResult(name="unit", passed=1)], accepted=True)
+
+    @activity.defn(name=Activity.SET_EXPOSURE)
+    async def set_exposure(self, inp: ExposureInput) -> ExposureResult:
+        return ExposureResult(percent=inp.percent)
+
+    @activity.defn(name=Activity.CHECK_HEALTH)
+    async def check_health(self, inp: HealthInput) -> HealthReport:
+        return HealthReport(verdict=Verdict.PASS, error_rate=0.0, latency_ms=1.0, samples=100, detail="pass")
+
+    @activity.defn(name=Activity.NOTIFY)
+    async def notify(self, n: Notification) -> None:
+        return None
+
+    def all(self) -> list[Callable[..., Any]]:
+        """Every activity; fails loudly when relman gains an activity this module lacks."""
+        found: list[Callable[..., Any]] = [
+            self.validate_request,
+            self.acquire_lease,
+            self.release_lease,
+            self.open_change,
+            self.update_change,
+            self.close_change,
+            self.check_window,
+            self.build_package,
+            self.deploy,
+            self.rollback,
+            self.run_tests,
+            self.set_exposure,
+            self.check_health,
+            self.notify,
+        ]
+        names = {activity._Definition.must_from_callable(f).name for f in found}
+        missing = {a.value for a in Activity} - names
+        if missing:
+            raise RuntimeError(f"bench/noop.py has no no-op for: {', '.join(sorted(missing))}")
+        return found

