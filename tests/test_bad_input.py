@@ -315,6 +315,14 @@ async def test_refused_votes_and_feedback_change_nothing(world: World) -> None:
         f"error: refused: {REQUESTER} requested this release and cannot approve it",
     )
     await refused(["reject", rid, "--as", "alice", "--reason", "   "], "error: a rejection needs a reason")
+    await refused(
+        ["reject", rid, "--as", "alice", "--reason", "r" * 10_000],
+        "error: comment: String should have at most 1000 characters",
+    )
+    await refused(
+        ["approve", rid, "--as", "alice", "--comment", "c" * 10_000],
+        "error: comment: String should have at most 1000 characters",
+    )
     await refused(["reject", rid, "--as", "alice"], "Missing option '--reason'", code=2)
 
     assert (await world.cli("approve", rid, "--as", "alice"))[0] == 0
@@ -356,6 +364,10 @@ async def test_refused_votes_and_feedback_change_nothing(world: World) -> None:
         await refused(
             ["feedback", rid, "--as", "alice", "--rating", rating], "Invalid value for '--rating'", 2
         )
+    await refused(
+        ["feedback", rid, "--as", "alice", "--rating", "4", "--comment", "c" * 10_000],
+        "error: comment: String should have at most 1000 characters",
+    )
     before = await world.snapshot(rid)
     with pytest.raises(RelmanError, match=r"rating: Input should be less than or equal to 5"):
         await world.release_client.feedback(rid, "alice", 9)
