@@ -3,7 +3,9 @@
 `<env base>/flags.json` holds, per service, the version under dark launch, the percentage of
 users exposed and an allow-list. Membership is sticky: a user's bucket is a hash of a
 salt (the service) and their key, so a user inside 1% stays inside at 5% and 25%. Setting
-0% with an empty allow-list is the kill switch. Writes are atomic (temp file + rename).
+0% with an empty allow-list is the kill switch. Writes are atomic (temp file + rename), and
+each one appends a line to `flags.log` next to the file (who set what, when): an audit trail
+for operators, and how the fault tests count writes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from relman.contracts import Activity, ErrorType, ExposureInput, ExposureResult
 log = structlog.get_logger(__name__)
 
 FLAGS_FILE = "flags.json"
+FLAGS_LOG = "flags.log"
 _BUCKETS = 10_000  # 0.01% resolution
 
 
@@ -99,6 +102,9 @@ class ExposureActivities:
                 "updated_at": datetime.now(UTC).isoformat(),
             }
             write_flags(path, flags)
+            line = json.dumps({"key": inp.idempotency_key, **flags[inp.service]}, sort_keys=True)
+            with (path.parent / FLAGS_LOG).open("a") as audit:
+                audit.write(line + "\n")
         log.info(
             "exposure.set",
             key=inp.idempotency_key,
