@@ -219,8 +219,9 @@ class WorkerProcess:
 
         async def ready() -> None:
             assert self.proc is not None
-            assert self.proc.returncode is None, f"worker exited: {self.tail()}"
-            assert b"worker ready" in self.log.read_bytes()[start:] or _count_ready(self.log) > 0
+            if self.proc.returncode is not None:
+                raise RuntimeError(f"worker exited ({self.proc.returncode}): {self.tail()}")
+            assert b"worker ready" in self.log.read_bytes()[start:]
 
         await poll(ready, timeout=timeout, what="worker ready")
         return self
