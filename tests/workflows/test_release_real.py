@@ -83,11 +83,17 @@ class Greeter:
         return change
 
     def dora(self) -> DoraMetrics:
-        # Around the changes: the session's time-skipping clock runs ahead of the wall clock.
+        # Around every stamp: the CMDB stamps requested_at/closed_at with the wall clock, the
+        # workflow production_at/failed_at with its own, and the time-skipping server's clock
+        # leaps ahead (by 10 years when it reaches a default schedule-to-close timer).
         changes = self.cmdb.list_changes(service="greeter")
-        since = min(c.requested_at for c in changes) - timedelta(hours=1)
-        until = max(c.closed_at or c.requested_at for c in changes) + timedelta(hours=1)
-        return self.cmdb.dora(since, until, "greeter")
+        stamps = [
+            at
+            for c in changes
+            for at in (c.requested_at, c.production_at, c.failed_at, c.recovered_at, c.closed_at)
+            if at is not None
+        ]
+        return self.cmdb.dora(min(stamps) - timedelta(hours=1), max(stamps) + timedelta(hours=1), "greeter")
 
     async def start(self, request: ReleaseRequest) -> WorkflowHandle[ReleaseWorkflow, ReleaseStatus]:
         return await start(self.env, self.worker, request)
