@@ -30,6 +30,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -49,7 +50,8 @@ import noop
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from relman.cmdb import CmdbStore
 from relman.contracts import (
@@ -74,6 +76,8 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 APPROVERS = ("alice", "bob")
 """Two of the greeter CAB (quorum 2); the requester `rita` is not a member."""
 LATENCY_WAITING = 200
+POLL = 0.5
+"""Seconds between the approval driver's visibility queries (it finds releases at a gate)."""
 T = TypeVar("T")
 BareStepsT = tuple[int, int]
 """(regular activities, local activities) of a release, which bare repeats."""
@@ -93,7 +97,7 @@ async def serve(args: argparse.Namespace) -> None:
         task_queue=TASK_QUEUE,
         workflows=[ReleaseWorkflow, bare.BareWorkflow],
         activities=[*noop.NoopActivities(noop.bench_profile(args.data_dir)).all(), bare.bare_step],
-        workflow_runner=workflow_runner(),
+        workflow_runner=runner(args.runner),
         max_cached_workflows=args.max_cached,
         **options,
     )
@@ -106,10 +110,29 @@ async def serve(args: argparse.Namespace) -> None:
         await stop.wait()
 
 
+RUNNERS = ("sandbox", "passthrough", "unsandboxed")
+
+
+def runner(kind: str) -> WorkflowRunner:
+    """`sandbox`: relman's own `workflow_runner()`, what production runs. The others are
+    experiments: `passthrough` also passes relman (and bare) through the sandbox, so the
+    workflow modules are imported once per worker instead of once per workflow run;
+    `unsandboxed` drops the sandbox."""
+    if kind == "sandbox":
+        return workflow_runner()
+    if kind == "passthrough":
+        return SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic", "relman", "bare")
+        )
+    return UnsandboxedWorkflowRunner()
+
+
 class WorkerProcess:
     """The worker as a child process, so its RSS is the worker's alone."""
 
-    def __init__(self, address: str, tmp: Path, max_cached: int, max_concurrent_wft: int | None) -> None:
+    def __init__(
+        self, address: str, tmp: Path, max_cached: int, max_concurrent_wft: int | None, runner: str
+    ) -> None:
         self.log = tmp / f"worker-{uuid.uuid4().hex[:6]}.log"
         cmd = [
             sys.executable,
@@ -121,6 +144,8 @@ class WorkerProcess:
             str(max_cached),
             "--data-dir",
             str(tmp / "data"),
+            "--runner",
+            runner,
         ]
         if max_concurrent_wft:
             cmd += ["--max-concurrent-wft", str(max_concurrent_wft)]
@@ -241,7 +266,7 @@ class Bench:
                 await bounded(ready, vote)
                 sent += len(ready)
             if not sent:
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(POLL)
 
     async def check_releases(self, ids: Iterable[str], timeout: float = 120) -> None:
         async def outcome(wid: str) -> Outcome | None:
@@ -387,6 +412,12 @@ async def throughput_relman(b: Bench, n: int) -> float:
     return n / (last - first)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     q = statistics.quantiles(samples, n=100, method="inclusive")
     return q[49], q[98]
@@ -422,9 +453,9 @@ async def latency_relman(b: Bench, waiting: int) -> tuple[float, float]:
     return percentiles(samples)
 
 
-async def memory(b: Bench, kind: str, n: int, address: str, tmp: Path, max_wft: int | None) -> float:
+async def memory(b: Bench, kind: str, n: int, address: str, tmp: Path, args: argparse.Namespace) -> float:
     """KB of worker RSS per workflow waiting (bare: for a signal; relman: at the CAB gate)."""
-    worker = WorkerProcess(address, tmp, max_cached=n + 200, max_concurrent_wft=max_wft)
+    worker = WorkerProcess(address, tmp, n + 200, args.max_wft, args.runner)
     try:
         await worker.ready()
         if kind == "bare":
@@ -497,7 +528,9 @@ class Profiler:
 
 BUCKETS = (
     ("pydantic validation/serialisation", ("pydantic",)),
-    ("temporalio sandbox (importer, restrictions)", ("workflow_sandbox",)),
+    ("temporalio sandbox, all (importer, restrictions, exec)", ("workflow_sandbox",)),
+    ("sandbox: module (re-)imports", ("importlib", "_importer.py")),
+    ("payload visitor (bridge/_visitor.py)", ("bridge/_visitor.py",)),
     ("payload conversion (temporalio converter)", ("temporalio/converter", "contrib/pydantic")),
     ("workflow instance / activation handling", ("_workflow_instance.py", "worker/_workflow.py")),
     ("relman workflow code", ("relman/workflows",)),
@@ -505,6 +538,10 @@ BUCKETS = (
     ("protobuf", ("google/protobuf",)),
     ("asyncio", ("asyncio/",)),
 )
+
+
+ROOTS = ("threading.py", "asyncio/", "release_bench.py", "concurrent/futures", "process ", "Thread ")
+"""Frames that only say which thread a sample came from."""
 
 
 def summarise(raw: Path, top: int = 15) -> list[str]:
@@ -541,7 +578,7 @@ def summarise(raw: Path, top: int = 15) -> list[str]:
     lines.append("top functions by inclusive time (excluding thread roots):")
     shown = 0
     for f, c in inclusive.most_common():
-        if c == total or "threading.py" in f or f.startswith(("process ", "Thread ")):
+        if c == total or any(x in f for x in ROOTS):
             continue
         lines.append(f"  {pct(c)}  {f}")
         shown += 1
@@ -615,15 +652,18 @@ async def run(args: argparse.Namespace) -> int:
     profile_lines: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="relman-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        server = DevServer(port=free_port(), ui_port=free_port(), db_file=tmp / "bench.db")
+        profile_dir = tmp
+        if args.profile:
+            profile_dir = Path(args.profile_dir or tempfile.mkdtemp(prefix="relman-bench-profile-"))
+            profile_dir.mkdir(parents=True, exist_ok=True)
+        db_dir = Path(tempfile.mkdtemp(prefix="relman-bench-db-", dir=args.db_dir))
+        server = DevServer(port=free_port(), ui_port=free_port(), db_file=db_dir / "bench.db")
         worker: WorkerProcess | None = None
         try:
             await server.start()
             client = await Client.connect(server.address, data_converter=pydantic_data_converter)
             b = Bench(client, noop.bench_profile(tmp / "data"))
-            worker = WorkerProcess(
-                server.address, tmp, max_cached=2 * max(ns) + 2 * waiting, max_concurrent_wft=args.max_wft
-            )
+            worker = WorkerProcess(server.address, tmp, 2 * max(ns) + 2 * waiting, args.max_wft, args.runner)
             await worker.ready()
             shape = await warm_up(b)
             notes.append(
@@ -635,18 +675,21 @@ async def run(args: argparse.Namespace) -> int:
                 "found by a visibility query)."
             )
             print(notes[-1], flush=True)
+            assert server.process is not None
+            pids = {"worker": worker.pid, "server": server.process.pid}
             for n in ns:
-                print(f"throughput N={n}: bare ...", flush=True)
-                prof = Profiler(worker.pid, tmp / f"bare-{n}.raw") if args.profile else None
-                t_bare = await throughput_bare(b, n)
-                if prof:
-                    profile_lines[f"bare N={n}"] = prof.stop()
-                print(f"  bare {t_bare:.1f}/s; relman ...", flush=True)
-                prof = Profiler(worker.pid, tmp / f"relman-{n}.raw") if args.profile else None
-                t_rel = await throughput_relman(b, n)
-                if prof:
-                    profile_lines[f"relman N={n}"] = prof.stop()
-                print(f"  relman {t_rel:.1f}/s", flush=True)
+                measured: dict[str, tuple[float, dict[str, float]]] = {}
+                for kind, fn in (("bare", throughput_bare), ("relman", throughput_relman)):
+                    print(f"throughput N={n}: {kind} ...", flush=True)
+                    prof = Profiler(worker.pid, profile_dir / f"{kind}-{n}.raw") if args.profile else None
+                    cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+                    rate = await fn(b, n)
+                    cpu = {k: (cpu_seconds(p) - cpu0[k]) * 1000 / n for k, p in pids.items()}
+                    if prof:
+                        profile_lines[f"{kind} N={n}"] = prof.stop()
+                    measured[kind] = (rate, cpu)
+                    print(f"  {rate:.1f}/s, CPU ms per workflow: {cpu}", flush=True)
+                (t_bare, c_bare), (t_rel, c_rel) = measured["bare"], measured["relman"]
                 ratio = t_rel / t_bare
                 rows.append(
                     Row(
@@ -659,6 +702,18 @@ async def run(args: argparse.Namespace) -> int:
                         "ok" if ratio >= 0.8 else "MISSED",
                     )
                 )
+                for who in ("worker", "server"):
+                    rows.append(
+                        Row(
+                            f"{who} CPU ms per workflow",
+                            str(n),
+                            f"{c_bare[who]:.0f}",
+                            f"{c_rel[who]:.0f}",
+                            f"{c_rel[who] / c_bare[who]:.2f}x",
+                            "-",
+                            "",
+                        )
+                    )
             print(f"approval round trip, {waiting} waiting ...", flush=True)
             b50, b99 = await latency_bare(b, waiting)
             r50, r99 = await latency_relman(b, waiting)
@@ -688,8 +743,8 @@ async def run(args: argparse.Namespace) -> int:
             worker = None
             for n in ns:
                 print(f"memory N={n} ...", flush=True)
-                m_bare = await memory(b, "bare", n, server.address, tmp, args.max_wft)
-                m_rel = await memory(b, "relman", n, server.address, tmp, args.max_wft)
+                m_bare = await memory(b, "bare", n, server.address, tmp, args)
+                m_rel = await memory(b, "relman", n, server.address, tmp, args)
                 ratio = m_rel / m_bare if m_bare > 0 else float("inf")
                 rows.append(
                     Row(
@@ -706,6 +761,7 @@ async def run(args: argparse.Namespace) -> int:
             if worker is not None:
                 worker.stop()
             server.stop()
+            shutil.rmtree(db_dir, ignore_errors=True)
     print("CMDB ...", flush=True)
     cmdb_n = 300 if args.quick else 2000
     for db, what, threads, rate in cmdb(cmdb_n, None if args.no_pg else args.pg_url):
@@ -726,9 +782,10 @@ async def run(args: argparse.Namespace) -> int:
     report = [
         f"Run {started:%Y-%m-%d %H:%M} UTC, {elapsed.total_seconds() / 60:.1f} min: `{command.strip()}`",
         "",
-        f"Machine: {machine()}. One dev server (SQLite file) and one worker process"
+        f"Machine: {machine()}. One dev server (SQLite file in {args.db_dir or tempfile.gettempdir()})"
+        " and one worker process"
         f" (max_cached_workflows large enough for all; max_concurrent_workflow_tasks="
-        f"{args.max_wft or 'default'}); the driver is a third process.",
+        f"{args.max_wft or 'default'}, workflow runner: {args.runner}); the driver is a third process.",
         "",
         table,
         "",
@@ -736,6 +793,8 @@ async def run(args: argparse.Namespace) -> int:
     ]
     for title, lines in profile_lines.items():
         report += ["", f"py-spy profile of the worker, {title}:", "```", *lines, "```"]
+    if profile_lines:
+        report += ["", f"Raw py-spy stacks (collapsed format): {profile_dir}"]
     text = "\n".join(report)
     print("\n" + text, flush=True)
     if not args.quick:
@@ -751,7 +810,16 @@ def main() -> int:
     parser.add_argument("--n", type=int, action="append", help="workflows per measurement (repeatable)")
     parser.add_argument("--quick", action="store_true", help="N=50, 50 waiting, small CMDB, no RESULTS.md")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during throughput runs")
+    parser.add_argument("--profile-dir", help="where py-spy's raw (collapsed) stacks go; kept")
     parser.add_argument("--max-wft", type=int, help="worker max_concurrent_workflow_tasks")
+    parser.add_argument(
+        "--runner", choices=RUNNERS, default="sandbox", help="workflow runner (default: relman's sandbox)"
+    )
+    parser.add_argument(
+        "--db-dir",
+        default="/dev/shm" if Path("/dev/shm").is_dir() else None,
+        help="where the dev server's SQLite file lives (default /dev/shm: measure Temporal, not fsync)",
+    )
     parser.add_argument("--pg-url", default=cmdb_bench.PG_URL)
     parser.add_argument("--no-pg", action="store_true", help="CMDB on SQLite only")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
