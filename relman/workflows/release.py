@@ -136,10 +136,11 @@ class ReleaseWorkflow:
             reason = "; ".join(findings)
         except _Stop as stop:
             outcome, reason = stop.outcome, stop.reason
+            self._note_failure(outcome)
             await self._compensate(reason)
         except (ActivityError, ApplicationError) as err:
             outcome, reason = Outcome.ROLLED_BACK, _failure_reason(err)
-            self._failed_at = workflow.now()
+            self._note_failure(outcome)
             await self._compensate(reason)
         except asyncio.CancelledError:
             # Cancellation of the workflow still undoes everything and records the change.
@@ -232,7 +233,6 @@ class ReleaseWorkflow:
             heartbeat=timedelta(minutes=2),
         )
         if not report.accepted:
-            self._failed_at = workflow.now()
             raise _Stop(Outcome.ROLLED_BACK, "tests did not meet the acceptance criteria")
 
     async def _dark_launch(self) -> None:
@@ -262,7 +262,6 @@ class ReleaseWorkflow:
             if action is policy.StageAction.PROMOTE:
                 return report.verdict
             if action is policy.StageAction.ROLL_BACK:
-                self._failed_at = workflow.now()
                 raise _Stop(Outcome.ROLLED_BACK, f"stage {stage.name} health failed: {report.detail}")
             if report.verdict is Verdict.MARGINAL:
                 break
@@ -280,7 +279,6 @@ class ReleaseWorkflow:
         try:
             await self._gate(Gate.MARGINAL, Phase.DARK_LAUNCH, subject)
         except _Stop as stop:
-            self._failed_at = workflow.now()
             raise _Stop(
                 Outcome.ROLLED_BACK, f"stage {stage.name} health {report.verdict}: {stop.reason}"
             ) from None
@@ -297,7 +295,6 @@ class ReleaseWorkflow:
             self._health(Environment.PRODUCTION, "verify-production"), self._expose("go-live", 100.0, [])
         )
         if report.verdict is Verdict.FAIL:
-            self._failed_at = workflow.now()
             raise _Stop(Outcome.ROLLED_BACK, f"production verification failed: {report.detail}")
         if report.verdict is not Verdict.PASS:
             self._s.issues.append(f"production verification: {report.verdict}")
@@ -464,6 +461,11 @@ class ReleaseWorkflow:
             f"health of {request.service} {request.version} in {env}",
             timeout=timedelta(minutes=5),
         )
+
+    def _note_failure(self, outcome: Outcome) -> None:
+        """A rollback after users saw the new version is a failed deployment (DORA); before, not."""
+        if outcome is Outcome.ROLLED_BACK and self._s.stages:
+            self._failed_at = workflow.now()
 
     def _register(self, name: str, undo: Callable[[], Awaitable[Any]]) -> None:
         """Register a compensation before the step it undoes runs."""
