@@ -11,7 +11,6 @@ code everything the CLI does:
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,6 +52,7 @@ from relman.contracts import (
     ReleaseStatus,
     Vote,
     release_id_for,
+    release_id_problem,
 )
 from relman.errors import ConfigError, NotFoundError, RefusedError, RelmanError
 from relman.visibility import (
@@ -81,8 +81,6 @@ GATE_ORDER = (Gate.REQUEST, Gate.PLAN, Gate.MARGINAL, Gate.RETRO)
 TRANSIENT = frozenset({Phase.REQUESTED, Phase.PLANNING})
 """Phases that pass in moments and end at a gate: an approval sent then waits for it."""
 GATE_WAIT = 15.0
-RELEASE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{2,127}$")
-"""The contracts' `ReleaseId` pattern: every activity input carries the release id."""
 
 
 class ReleaseSummary(Model):
@@ -184,11 +182,8 @@ class ReleaseClient:
         """
         request = self._checked(request)
         release_id = release_id or release_id_for(request.service, request.version)
-        if not RELEASE_ID.match(release_id):
-            raise RelmanError(
-                f"release id {release_id[:80]!r} is invalid: use 3-128 lower-case letters, digits, "
-                "'.', '_' or '-', starting with a letter or digit"
-            )
+        if problem := release_id_problem(release_id):
+            raise RelmanError(problem)
         self._check_service(request.service)
         try:
             await self.client.start_workflow(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -29,11 +30,22 @@ Version = Annotated[
 UserName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9._-]{1,63}$")]
 """A person's login, e.g. `alice`."""
 CommitSha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{7,40}$")]
-ReleaseId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{2,127}$")]
+RELEASE_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{2,127}$"
+ReleaseId = Annotated[str, StringConstraints(pattern=RELEASE_ID_PATTERN)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 LongText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
 Comment = Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+def release_id_problem(release_id: str) -> str | None:
+    """Why `release_id` cannot name a release (it keys every record), or None."""
+    if re.fullmatch(RELEASE_ID_PATTERN, release_id):
+        return None
+    return (
+        f"release id {release_id[:80]!r} is invalid: use 3-128 lower-case letters, digits, "
+        "'.', '_' or '-', starting with a letter or digit"
+    )
 
 
 def release_id_for(service: str, version: str) -> str:

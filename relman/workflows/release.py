@@ -17,6 +17,8 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    import pydantic
+
     from relman import visibility
     from relman.contracts import (
         WORKFLOW_NAME,
@@ -60,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         Vote,
         WindowDecision,
         WindowQuery,
+        release_id_problem,
     )
     from relman.workflows import policy
 
@@ -100,7 +103,9 @@ class _Stop(Exception):
         self.reason = reason
 
 
-@workflow.defn(name=WORKFLOW_NAME)
+# A request that fails its contract (sent by any Temporal client) fails the workflow with the
+# field named, instead of failing its workflow task forever.
+@workflow.defn(name=WORKFLOW_NAME, failure_exception_types=[pydantic.ValidationError])
 class ReleaseWorkflow:
     @workflow.init
     def __init__(self, request: ReleaseRequest) -> None:
@@ -121,6 +126,8 @@ class ReleaseWorkflow:
 
     @workflow.run
     async def run(self, request: ReleaseRequest) -> ReleaseStatus:
+        if problem := release_id_problem(self._s.release_id):
+            raise ApplicationError(problem, type=ErrorType.INVALID_REQUEST, non_retryable=True)
         outcome, reason = Outcome.COMPLETED, ""
         try:
             await self._requested()

@@ -13,7 +13,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.exceptions import CancelledError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -519,3 +519,28 @@ async def test_second_release_of_a_service_waits_for_the_first_to_go_live(
     second_testing_done = {t.phase: t.at for t in second_final.history}[Phase.DARK_LAUNCH]
     assert second_testing_done >= first_go_live
     assert fake.leases == {}
+
+
+# --- input from any Temporal client ------------------------------------------------------
+
+
+async def test_invalid_input_from_another_client_fails_the_workflow_naming_the_field(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    fake = FakeActivities()
+    bad = make_request().model_dump(mode="json") | {"version": "../1.0.0"}
+    async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
+        handle = await ts_env.client.start_workflow(
+            "ReleaseWorkflow", bad, id=f"release-test-{uuid.uuid4()}", task_queue=worker.task_queue
+        )
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result()
+        bad_id = await ts_env.client.start_workflow(
+            ReleaseWorkflow.run, make_request(), id="Bad Id/../x", task_queue=worker.task_queue
+        )
+        with pytest.raises(WorkflowFailureError) as id_info:
+            await bad_id.result()
+    assert "version" in str(info.value.cause) and "pattern" in str(info.value.cause)
+    assert isinstance(id_info.value.cause, ApplicationError)
+    assert id_info.value.cause.type == "InvalidRequest" and "is invalid" in id_info.value.cause.message
+    assert fake.calls == []
