@@ -370,27 +370,32 @@ class HistoryShape:
     bytes: int
 
 
-async def warm_up(b: Bench) -> HistoryShape:
+def history_shape(events: list[Any]) -> HistoryShape:
+    kinds = Counter(e.event_type for e in events)
+    return HistoryShape(
+        events=len(events),
+        regular=kinds[EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED],
+        local=kinds[EventType.EVENT_TYPE_MARKER_RECORDED],
+        workflow_tasks=kinds[EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED],
+        upserts=kinds[EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES],
+        timers=kinds[EventType.EVENT_TYPE_TIMER_STARTED],
+        bytes=sum(e.ByteSize() for e in events),
+    )
+
+
+async def warm_up(b: Bench) -> tuple[HistoryShape, HistoryShape]:
     """One full release and one bare workflow; the release's history sets bare's step counts."""
     tag = b.next_tag()
     requests = await b.start_releases(1, tag)
     await b.approve_all(requests, timeout=60)
     await b.check_releases(requests)
     history = await b.client.get_workflow_handle(next(iter(requests))).fetch_history()
-    kinds = Counter(e.event_type for e in history.events)
-    shape = HistoryShape(
-        events=len(history.events),
-        regular=kinds[EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED],
-        local=kinds[EventType.EVENT_TYPE_MARKER_RECORDED],
-        workflow_tasks=kinds[EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED],
-        upserts=kinds[EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES],
-        timers=kinds[EventType.EVENT_TYPE_TIMER_STARTED],
-        bytes=sum(e.ByteSize() for e in history.events),
-    )
-    b.steps = (shape.regular, shape.local)
+    release = history_shape(list(history.events))
+    b.steps = (release.regular, release.local)
     ids = await b.start_bare(1, b.next_tag(), signals=4)
-    await asyncio.wait_for(b.client.get_workflow_handle(ids[0]).result(), 60)
-    return shape
+    handle = b.client.get_workflow_handle(ids[0])
+    await asyncio.wait_for(handle.result(), 60)
+    return release, history_shape(list((await handle.fetch_history()).events))
 
 
 async def throughput_bare(b: Bench, n: int) -> float:
@@ -665,14 +670,16 @@ async def run(args: argparse.Namespace) -> int:
             b = Bench(client, noop.bench_profile(tmp / "data"))
             worker = WorkerProcess(server.address, tmp, 2 * max(ns) + 2 * waiting, args.max_wft, args.runner)
             await worker.ready()
-            shape = await warm_up(b)
+            shape, bare_shape = await warm_up(b)
             notes.append(
                 f"A normal release here: {shape.events} history events ({shape.bytes / 1024:.0f} KiB), "
                 f"{shape.workflow_tasks} workflow tasks, {shape.regular} activities + {shape.local} local "
-                f"activities, {shape.upserts} search-attribute upserts, {shape.timers} timers. "
-                f"Bare runs {shape.regular} activities + {shape.local} local activities after 4 signals "
-                "(sent right after start; relman's 4 signals go 2 per gate once each gate is open, "
-                "found by a visibility query)."
+                f"activities, {shape.upserts} search-attribute upserts, {shape.timers} timers (gate "
+                f"deadlines). Bare runs {shape.regular} activities + {shape.local} local activities after "
+                f"4 signals: {bare_shape.events} events ({bare_shape.bytes / 1024:.0f} KiB), "
+                f"{bare_shape.workflow_tasks} workflow tasks. Bare's signals go right after start; "
+                "relman's go 2 per gate once each gate is open (found by a visibility query every "
+                f"{POLL}s), with the hash `status().gates[gate].subject_hash` would give."
             )
             print(notes[-1], flush=True)
             assert server.process is not None

@@ -333,6 +333,7 @@ def profile(
     bake: int = 0,
     review: timedelta = timedelta(0),
     timeouts: GateTimeouts | None = None,
+    stages: int = 3,
 ) -> ServiceProfile:
     return ServiceProfile(
         service=service,
@@ -343,7 +344,7 @@ def profile(
             RolloutStage(name="allow-list", percent=0, bake_seconds=bake, allow_list=["alice"]),
             RolloutStage(name="one", percent=1, bake_seconds=bake),
             RolloutStage(name="quarter", percent=25, bake_seconds=bake),
-        ],
+        ][-stages:],
         review_period=review,
         timeouts=timeouts or GateTimeouts(),
     )

@@ -36,7 +36,7 @@ from tests.faults.support import (
 )
 from tests.helpers import new_worker
 
-pytestmark = [pytest.mark.fault, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(240)]
 
 WAITING, ROLLING = 100, 10
 
@@ -44,7 +44,7 @@ WAITING, ROLLING = 100, 10
 def profiles(service: str) -> ServiceProfile:
     if service.startswith("roll-"):
         return profile(service, bake=4)
-    return profile(service)
+    return profile(service, stages=1)  # one exposure step: the restart is what is under test
 
 
 async def count(client: Client, query: str) -> int:

@@ -3,7 +3,7 @@
 A worker killed with SIGKILL says nothing to the server: its activities are retried only
 when their heartbeat timeout (1-2 min in the workflow) or start-to-close timeout (2-5 min
 for activities without a heartbeat) expires. A workflow interceptor shortens them here
-(heartbeat 5 s; health, which heartbeats while its probe runs, gets one too; 15 s
+(heartbeat 10 s; health, which heartbeats while its probe runs, gets one too; 15 s
 start-to-close for the others) so that a kill costs seconds, not minutes.
 """
 
@@ -25,7 +25,7 @@ from temporalio.worker import (
 )
 from temporalio.workflow import ActivityHandle
 
-HEARTBEAT = timedelta(seconds=5)
+HEARTBEAT = timedelta(seconds=10)
 START_TO_CLOSE = timedelta(seconds=15)
 
 
