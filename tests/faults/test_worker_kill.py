@@ -259,17 +259,19 @@ async def test_worker_killed_in_each_kind_of_activity(tmp_path: Path, pg_url: st
             ).all()
         assert len(close_rows) == 1  # committed; the worker never heard so
         await first.kill()
+        # The dead worker's connections close, as a killed process's do (the frozen proxy
+        # would otherwise keep its polls open and the server would hand them tasks).
+        await temporal_proxy.close()
 
         # 3. A new worker (straight to the server) finishes all five releases.
         second_env = env | {"TEMPORAL_ADDRESS": server.address}
         workers.append(await WorkerProcess(second_env, tmp_path / "worker-2.log").start())
-        finals: dict[str, ReleaseStatus] = dict(
-            zip(
-                SERVICES,
-                await asyncio.wait_for(asyncio.gather(*(handles[s].result() for s in SERVICES)), 120),
-                strict=True,
-            )
-        )
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*(handles[s].result() for s in SERVICES)), 120)
+        except TimeoutError:
+            phases = {s: (await handles[s].query(ReleaseWorkflow.status)).phase.value for s in SERVICES}
+            raise AssertionError(f"releases unfinished: {phases}\n{workers[-1].tail(40)}") from None
+        finals: dict[str, ReleaseStatus] = dict(zip(SERVICES, results, strict=True))
         killed = {
             "k-build": await attempts(handles["k-build"], "build_package"),
             "k-tests": await attempts(handles["k-tests"], "run_tests"),
