@@ -216,7 +216,7 @@ class ReleaseWorkflow:
             ReleasePackage,
             f"build {request.service} {request.version} @ {request.commit[:12]}",
             timeout=timedelta(minutes=30),
-            heartbeat=timedelta(minutes=1),
+            heartbeat=timedelta(seconds=30),
         )
 
     async def _testing(self) -> None:
@@ -237,7 +237,7 @@ class ReleaseWorkflow:
             TestReport,
             f"test {request.service} {request.version} in staging",
             timeout=timedelta(hours=2),
-            heartbeat=timedelta(minutes=2),
+            heartbeat=timedelta(seconds=30),
         )
         if not report.accepted:
             raise _Stop(Outcome.ROLLED_BACK, "tests did not meet the acceptance criteria")
@@ -466,7 +466,8 @@ class ReleaseWorkflow:
             ),
             HealthReport,
             f"health of {request.service} {request.version} in {env}",
-            timeout=timedelta(minutes=5),
+            timeout=timedelta(minutes=1),
+            heartbeat=timedelta(seconds=30),
         )
 
     def _note_failure(self, outcome: Outcome) -> None:
@@ -732,7 +733,9 @@ class ReleaseWorkflow:
         result_type: type[T] | None,
         summary: str,
         *,
-        timeout: timedelta = timedelta(minutes=2),
+        # Short steps (flags, symlinks, CMDB rows) take milliseconds; a worker lost in one
+        # costs the release this long before another worker retries it.
+        timeout: timedelta = timedelta(seconds=45),
         heartbeat: timedelta | None = None,
         retry: RetryPolicy = STEP_RETRY,
         local: bool = False,
