@@ -1,10 +1,9 @@
 """The relman worker for the kill tests: `relman.worker` as is, with shorter activity timeouts.
 
 A worker killed with SIGKILL says nothing to the server: its activities are retried only
-when their heartbeat timeout (1-2 min in the workflow) or start-to-close timeout (2-5 min
-for activities without a heartbeat) expires. A workflow interceptor shortens them here
-(heartbeat 10 s; health, which heartbeats while its probe runs, gets one too; 15 s
-start-to-close for the others) so that a kill costs seconds, not minutes.
+when their heartbeat timeout (30 s in the workflow) or start-to-close timeout (45 s for
+the short steps without a heartbeat) expires. A workflow interceptor shortens them here
+(heartbeat 10 s, 15 s start-to-close for the others) only to keep the test's run time low.
 """
 
 from __future__ import annotations
