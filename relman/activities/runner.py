@@ -68,6 +68,29 @@ class _Tail:
         return self.buf.decode("utf-8", errors="replace")
 
 
+def _start_time(pid: int) -> str:
+    """The kernel's start time of `pid` (field 22 of /proc/PID/stat): tells a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _kill_orphan(marker: Path) -> None:
+    """Kill the process group a killed worker left running for this same command.
+
+    Commands run in their own session, so a SIGKILLed worker's command outlives it; the retry
+    (on any worker of this machine) must not run beside it, writing the same output files.
+    """
+    try:
+        pid, started = marker.read_text().split()
+    except (OSError, ValueError):
+        return
+    if _start_time(int(pid)) == started:
+        _signal_group(int(pid), signal.SIGKILL)
+    marker.unlink(missing_ok=True)
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -104,6 +127,8 @@ async def run_command(
         os.close(fd)
         output_path = Path(name)
     output_path.parent.mkdir(parents=True, exist_ok=True)
+    marker = output_path.with_name(output_path.name + ".pgid")
+    _kill_orphan(marker)
     started = time.monotonic()
     tail, stdout_tail = _Tail(tail_bytes), _Tail(tail_bytes)
     written = 0
@@ -117,6 +142,7 @@ async def run_command(
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
+    marker.write_text(f"{proc.pid} {_start_time(proc.pid)}")
 
     async def pump(stream: asyncio.StreamReader | None, log: IO[bytes], is_stdout: bool) -> None:
         nonlocal written
@@ -160,6 +186,7 @@ async def run_command(
                 await pumps
             raise
 
+    marker.unlink(missing_ok=True)
     return RunResult(
         argv=argv,
         returncode=None if timed_out else proc.returncode,

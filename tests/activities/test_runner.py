@@ -142,3 +142,34 @@ async def test_environment_is_controlled(tmp_path: Path, monkeypatch: pytest.Mon
     )
     assert "RELMAN_SECRET_TOKEN" not in result.stdout_tail
     assert "GREETER_MODE" in result.stdout_tail
+
+
+KILLED_WORKER = """
+import asyncio, sys
+from pathlib import Path
+from relman.activities.runner import run_command
+asyncio.run(run_command([sys.executable, "-c", "import time; time.sleep(120)"],
+                        cwd=Path.cwd(), timeout=120, output_path=Path(sys.argv[1])))
+"""
+
+
+async def test_retry_kills_the_command_a_killed_worker_left_running(tmp_path: Path) -> None:
+    output = tmp_path / "suite.log"
+    marker = tmp_path / "suite.log.pgid"
+    worker = await asyncio.create_subprocess_exec(sys.executable, "-c", KILLED_WORKER, str(output))
+    deadline = time.monotonic() + 10
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the command never started"
+        await asyncio.sleep(0.05)
+    orphan = int(marker.read_text().split()[0])
+    worker.kill()  # SIGKILL: the worker cannot stop its command
+    await worker.wait()
+    assert alive(orphan)
+
+    result = await run_command(
+        [sys.executable, "-c", "print('retry')"], cwd=tmp_path, timeout=10, output_path=output
+    )
+
+    await wait_dead(orphan)
+    assert result.returncode == 0 and "retry" in result.tail
+    assert not marker.exists()
