@@ -652,6 +652,7 @@ async def run(args: argparse.Namespace) -> int:
     ns: list[int] = args.n or ([50] if args.quick else [200])
     waiting = 50 if args.quick else LATENCY_WAITING
     started = dt.datetime.now(dt.UTC)
+    load_start = os.getloadavg()[1]
     rows: list[Row] = []
     notes: list[str] = []
     profile_lines: dict[str, list[str]] = {}
@@ -707,6 +708,18 @@ async def run(args: argparse.Namespace) -> int:
                         f"{ratio:.2f}x",
                         ">= 0.8x",
                         "ok" if ratio >= 0.8 else "MISSED",
+                    )
+                )
+                cpu_bare, cpu_rel = sum(c_bare.values()), sum(c_rel.values())
+                rows.append(
+                    Row(
+                        "workflows per CPU-s (worker+server)",
+                        str(n),
+                        f"{1000 / cpu_bare:.1f}",
+                        f"{1000 / cpu_rel:.1f}",
+                        f"{cpu_bare / cpu_rel:.2f}x",
+                        ">= 0.8x",
+                        "ok" if cpu_bare / cpu_rel >= 0.8 else "MISSED",
                     )
                 )
                 for who in ("worker", "server"):
@@ -784,15 +797,23 @@ async def run(args: argparse.Namespace) -> int:
             )
         )
     elapsed = dt.datetime.now(dt.UTC) - started
+    load_end = os.getloadavg()[1]
+    if SNAPSHOT_ENV in os.environ:
+        shutil.rmtree(os.environ["PYTHONPATH"], ignore_errors=True)
     command = "python bench/release_bench.py " + shlex.join(sys.argv[1:])
     table = render(rows)
     report = [
         f"Run {started:%Y-%m-%d %H:%M} UTC, {elapsed.total_seconds() / 60:.1f} min: `{command.strip()}`",
         "",
+        f"Code: relman {os.environ.get(SNAPSHOT_ENV, 'working tree')}"
+        f" ({Path(sys.modules['relman'].__file__ or '').parent}).",
+        "",
         f"Machine: {machine()}. One dev server (SQLite file in {args.db_dir or tempfile.gettempdir()})"
         " and one worker process"
         f" (max_cached_workflows large enough for all; max_concurrent_workflow_tasks="
-        f"{args.max_wft or 'default'}, workflow runner: {args.runner}); the driver is a third process.",
+        f"{args.max_wft or 'default'}, workflow runner: {args.runner}); the driver is a third process. "
+        f"5-min load average {load_start:.1f} at the start, {load_end:.1f} at the end (other work on "
+        "the machine slows both sides; the CPU-per-workflow rows are the steadier comparison).",
         "",
         table,
         "",
@@ -808,6 +829,29 @@ async def run(args: argparse.Namespace) -> int:
         write_results(text)
         print(f"\nwritten to {RESULTS}")
     return 0
+
+
+SNAPSHOT_ENV = "RELMAN_BENCH_SNAPSHOT"
+
+
+def snapshot_and_reexec() -> None:
+    """Re-run this script on a copy of relman at HEAD.
+
+    The sandbox imports the workflow module again for every workflow run, so an edit in a
+    shared checkout (half-saved, or mid-refactor) would break a run that takes minutes.
+    """
+    repo = HERE.parent
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dest = Path(tempfile.mkdtemp(prefix="relman-bench-src-"))
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", "HEAD", "relman"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    env = {**os.environ, SNAPSHOT_ENV: head, "PYTHONPATH": str(dest)}
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def main() -> int:
@@ -834,7 +878,14 @@ def main() -> int:
     parser.add_argument("--max-cached", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--max-concurrent-wft", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--working-tree",
+        action="store_true",
+        help="run relman from the working tree instead of a snapshot of HEAD",
+    )
     args = parser.parse_args()
+    if not args.worker and not args.working_tree and SNAPSHOT_ENV not in os.environ:
+        snapshot_and_reexec()
     if args.worker:
         asyncio.run(serve(args))
         return 0
