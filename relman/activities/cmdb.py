@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from temporalio import activity
@@ -37,6 +37,17 @@ class CmdbActivities:
 
     def __init__(self, store: CmdbStore) -> None:
         self.store = store
+
+    def all(self) -> list[Callable[..., Any]]:
+        """Every CMDB activity, bound to this store, for a worker to register."""
+        return [
+            self.open_change,
+            self.update_change,
+            self.close_change,
+            self.check_window,
+            self.acquire_lease,
+            self.release_lease,
+        ]
 
     async def _call(self, fn: Callable[[], T]) -> T:
         try:

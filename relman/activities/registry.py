@@ -111,10 +111,5 @@ def create_activities(
         exposure.set_exposure,
         health.check_health,
         notify.notify,
-        cmdb.open_change,
-        cmdb.update_change,
-        cmdb.close_change,
-        cmdb.check_window,
-        cmdb.acquire_lease,
-        cmdb.release_lease,
+        *cmdb.all(),
     ]

@@ -72,12 +72,7 @@ async def test_postgres_unreachable_for_30s_while_releases_close(
     fakes = InstantActivities(lambda service: profile(service, review=timedelta(seconds=2)))
     activities: list[Callable[..., Any]] = [
         *fakes.all(),
-        cmdb.open_change,
-        cmdb.update_change,
-        cmdb.close_change,
-        cmdb.check_window,
-        cmdb.acquire_lease,
-        cmdb.release_lease,
+        *cmdb.all(),
     ]
     outage_at: list[float] = []
 

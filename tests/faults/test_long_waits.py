@@ -40,12 +40,7 @@ async def long_worker(ts_env: WorkflowEnvironment, tmp_path: Path) -> AsyncItera
     )
     activities: list[Callable[..., Any]] = [
         *fakes.all(),
-        cmdb.open_change,
-        cmdb.update_change,
-        cmdb.close_change,
-        cmdb.check_window,
-        cmdb.acquire_lease,
-        cmdb.release_lease,
+        *cmdb.all(),
     ]
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=activities) as worker:
         yield worker, store

@@ -58,12 +58,7 @@ async def test_server_killed_and_restarted_under_110_open_releases(tmp_path: Pat
     fakes = InstantActivities(profiles)
     activities: list[Callable[..., Any]] = [
         *fakes.all(),
-        cmdb.open_change,
-        cmdb.update_change,
-        cmdb.close_change,
-        cmdb.check_window,
-        cmdb.acquire_lease,
-        cmdb.release_lease,
+        *cmdb.all(),
     ]
     try:
         client = await server.start()
