@@ -28,10 +28,17 @@ from relman.visibility import register_search_attributes
 log = get_logger("relman.worker")
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    """The workflow sandbox, with pydantic passed through (its models are not reloaded per run)."""
+def workflow_runner(*, strict: bool = False) -> SandboxedWorkflowRunner:
+    """The workflow sandbox, with pydantic passed through (its models are not reloaded per run).
+
+    Production also passes relman through: re-importing `relman.workflows.release` for every
+    release cost a third of a waiting release's memory and ~20 ms of CPU (bench/RESULTS.md).
+    Tests run `strict`, re-importing relman inside the sandbox, so a non-deterministic call in
+    workflow code (`datetime.now()`, `random`) still fails them.
+    """
+    modules = ("pydantic",) if strict else ("pydantic", "relman")
     return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic")
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules)
     )
 
 

@@ -28,7 +28,7 @@ def new_worker(
         task_queue=task_queue or f"tq-{uuid.uuid4()}",
         workflows=list(workflows),
         activities=list(activities),
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(strict=True),
         **kwargs,
     )
 

@@ -30,7 +30,7 @@ async def test_history_replays_deterministically(path: Path) -> None:
     replayer = Replayer(
         workflows=[ReleaseWorkflow],
         data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(strict=True),
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
