@@ -65,7 +65,6 @@ from relman.contracts import (
     Vote,
 )
 from relman.devserver import DevServer, free_port
-from relman.worker import workflow_runner
 from relman.workflows import policy
 from relman.workflows.release import ReleaseWorkflow
 
@@ -110,21 +109,21 @@ async def serve(args: argparse.Namespace) -> None:
         await stop.wait()
 
 
-RUNNERS = ("sandbox", "passthrough", "unsandboxed")
+RUNNERS = ("sandbox", "strict", "unsandboxed")
 
 
 def runner(kind: str) -> WorkflowRunner:
-    """`sandbox`: relman's own `workflow_runner()`, what production runs. The others are
-    experiments: `passthrough` also passes relman (and bare) through the sandbox, so the
-    workflow modules are imported once per worker instead of once per workflow run;
-    `unsandboxed` drops the sandbox."""
-    if kind == "sandbox":
-        return workflow_runner()
-    if kind == "passthrough":
-        return SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic", "relman", "bare")
-        )
-    return UnsandboxedWorkflowRunner()
+    """`sandbox`: production's runner (`relman.worker.workflow_runner()`, relman passed through
+    the sandbox), with the bare workflow's module passed through the same way, so both sides
+    import their workflow module once per worker. `strict`: the tests' sandbox, which
+    re-imports both per workflow run. `unsandboxed` drops the sandbox."""
+    if kind == "unsandboxed":
+        return UnsandboxedWorkflowRunner()
+    strict = kind == "strict"
+    modules = ("pydantic",) if strict else ("pydantic", "relman", "bare")
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules)
+    )
 
 
 class WorkerProcess:

@@ -28,7 +28,7 @@ from relman.visibility import register_search_attributes
 log = get_logger("relman.worker")
 
 
-def workflow_runner(*, strict: bool = False) -> SandboxedWorkflowRunner:
+def workflow_runner(*, strict: bool = False, also: tuple[str, ...] = ()) -> SandboxedWorkflowRunner:
     """The workflow sandbox, with pydantic passed through (its models are not reloaded per run).
 
     Production also passes relman through: re-importing `relman.workflows.release` for every
@@ -36,7 +36,7 @@ def workflow_runner(*, strict: bool = False) -> SandboxedWorkflowRunner:
     Tests run `strict`, re-importing relman inside the sandbox, so a non-deterministic call in
     workflow code (`datetime.now()`, `random`) still fails them.
     """
-    modules = ("pydantic",) if strict else ("pydantic", "relman")
+    modules = ("pydantic", *also) if strict else ("pydantic", "relman", *also)
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules)
     )
