@@ -51,7 +51,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from relman.cmdb import CmdbStore
 from relman.contracts import (
@@ -119,11 +118,9 @@ def runner(kind: str) -> WorkflowRunner:
     re-imports both per workflow run. `unsandboxed` drops the sandbox."""
     if kind == "unsandboxed":
         return UnsandboxedWorkflowRunner()
-    strict = kind == "strict"
-    modules = ("pydantic",) if strict else ("pydantic", "relman", "bare")
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules)
-    )
+    if kind == "strict":
+        return workflow_runner(strict=True)
+    return workflow_runner(also=("bare",))
 
 
 class WorkerProcess:
