@@ -64,6 +64,7 @@ from relman.contracts import (
     Vote,
 )
 from relman.devserver import DevServer, free_port
+from relman.worker import workflow_runner
 from relman.workflows import policy
 from relman.workflows.release import ReleaseWorkflow
 
