@@ -157,7 +157,7 @@ class Environment(StrEnum):
 
 class WindowKind(StrEnum):
     MAINTENANCE = "maintenance"
-    """Deployments are allowed only inside a maintenance window, if any is declared."""
+    """A planned maintenance period: recorded and listed, it does not close deployment."""
     BLACKOUT = "blackout"
     """No deployments while a blackout is active."""
     FREEZE = "freeze"
