@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from relman.contracts import (
     ChangeType,
@@ -16,6 +16,7 @@ from relman.contracts import (
     Feedback,
     ServiceName,
     ShortText,
+    TimeWindow,
     UserName,
     WindowKind,
 )
@@ -113,25 +114,17 @@ class ChangeDetail(ChangeRecord):
     review: ReviewRecordOut | None = None
 
 
-class WindowSpec(Record):
-    """A deployment window; `service`/`environment` None means every one."""
+class WindowSpec(TimeWindow):
+    """A deployment window [start, end); `service`/`environment` None means every one."""
+
+    model_config = Record.model_config
 
     name: ShortText
     kind: WindowKind
     service: ServiceName | None = None
     environment: Environment | None = None
-    start: datetime
-    end: datetime
     reason: Comment = ""
     created_by: UserName
-
-    @field_validator("end")
-    @classmethod
-    def _end_after_start(cls, end: datetime, info: Any) -> datetime:
-        start = info.data.get("start")
-        if start is not None and end <= start:
-            raise ValueError("end must be after start")
-        return end
 
 
 class AuditEntry(Record):
