@@ -254,7 +254,7 @@ class ReleaseWorkflow:
         status = StageStatus(name=stage.name, percent=stage.percent, started_at=workflow.now())
         self._s.stages.append(status)
         self._details(f"stage {stage.name}: {stage.percent}% exposed, baking {stage.bake_seconds}s")
-        await self._expose(f"stage-{stage.name}", stage.percent, stage.allow_list)
+        await self._expose(f"expose-stage-{stage.name}", stage.percent, stage.allow_list)
         self._promote = False
         await self._wait(lambda: self._promote, workflow.now() + timedelta(seconds=stage.bake_seconds))
         verdict = await self._judge_stage(stage)
@@ -299,7 +299,8 @@ class ReleaseWorkflow:
         self._production_at = workflow.now()
         # Full exposure and verification together: one workflow task fewer per release.
         report, _ = await asyncio.gather(
-            self._health(Environment.PRODUCTION, "verify-production"), self._expose("go-live", 100.0, [])
+            self._health(Environment.PRODUCTION, "verify-production"),
+            self._expose("expose-go-live", 100.0, []),
         )
         if report.verdict is Verdict.FAIL:
             raise _Stop(Outcome.ROLLED_BACK, f"production verification failed: {report.detail}")
@@ -420,12 +421,20 @@ class ReleaseWorkflow:
         results.append(result)
         return result
 
-    async def _expose(self, step: str, percent: float, allow_list: list[str]) -> None:
+    async def _expose(
+        self,
+        step: str,
+        percent: float,
+        allow_list: list[str],
+        *,
+        summary: str | None = None,
+        retry: RetryPolicy = STEP_RETRY,
+    ) -> None:
         request = self._s.request
         await self._activity(
             Activity.SET_EXPOSURE,
             ExposureInput(
-                **self._key(f"expose-{step}"),
+                **self._key(step),
                 service=request.service,
                 environment=Environment.PRODUCTION,
                 version=request.version,
@@ -433,23 +442,19 @@ class ReleaseWorkflow:
                 allow_list=allow_list,
             ),
             ExposureResult,
-            f"expose {request.version} to {percent}%"
+            summary
+            or f"expose {request.version} to {percent}%"
             + (f" + {len(allow_list)} allow-listed" if allow_list else ""),
+            retry=retry,
         )
 
     async def _exposure_off(self) -> None:
-        request = self._s.request
-        await self._activity(
-            Activity.SET_EXPOSURE,
-            ExposureInput(
-                **self._key("exposure-off"),
-                service=request.service,
-                environment=Environment.PRODUCTION,
-                version=request.version,
-                percent=0.0,
-            ),
-            ExposureResult,
-            f"kill switch: exposure of {request.version} to 0%",
+        version = self._s.request.version
+        await self._expose(
+            "exposure-off",
+            0.0,
+            [],
+            summary=f"kill switch: exposure of {version} to 0%",
             retry=COMPENSATION_RETRY,
         )
 
