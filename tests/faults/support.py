@@ -13,41 +13,22 @@ import hashlib
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
-from temporalio.exceptions import ApplicationError
 
 from relman.contracts import (
-    Activity,
-    Artifact,
-    BuildInput,
     Decision,
-    DeployInput,
-    DeployResult,
-    ErrorType,
-    ExposureInput,
-    ExposureResult,
     Gate,
     GateState,
     GateTimeouts,
-    HealthInput,
-    HealthReport,
-    Notification,
-    ReleasePackage,
     ReleaseRequest,
     ReleaseStatus,
-    RollbackInput,
     RolloutStage,
     ServiceProfile,
-    SuiteResult,
-    TestInput,
-    TestReport,
-    Verdict,
     Vote,
 )
 from relman.devserver import DevServer, free_port
@@ -348,79 +329,3 @@ def profile(
         review_period=review,
         timeouts=timeouts or GateTimeouts(),
     )
-
-
-class InstantActivities:
-    """relman's non-CMDB activities under their real names, answering at once.
-
-    Used where the fault under test is elsewhere (the Temporal server, the database, time):
-    the CMDB activities stay the real `CmdbActivities`. `calls` counts (activity, key).
-    """
-
-    def __init__(self, profiles: Callable[[str], ServiceProfile]) -> None:
-        self.profiles = profiles
-        self.calls: dict[tuple[str, str], int] = {}
-
-    def _count(self, name: Activity, key: str) -> None:
-        self.calls[(name.value, key)] = self.calls.get((name.value, key), 0) + 1
-
-    @activity.defn(name=Activity.VALIDATE_REQUEST)
-    async def validate_request(self, request: ReleaseRequest) -> ServiceProfile:
-        try:
-            return self.profiles(request.service)
-        except KeyError:
-            raise ApplicationError(
-                f"unknown service {request.service!r}", type=ErrorType.UNKNOWN_SERVICE, non_retryable=True
-            ) from None
-
-    @activity.defn(name=Activity.BUILD_PACKAGE)
-    async def build_package(self, inp: BuildInput) -> ReleasePackage:
-        self._count(Activity.BUILD_PACKAGE, inp.idempotency_key)
-        digest = hashlib.sha256(f"{inp.service}-{inp.version}".encode()).hexdigest()
-        return ReleasePackage(
-            service=inp.service,
-            version=inp.version,
-            path=f"/nonexistent/{inp.release_id}",
-            artifacts=[Artifact(name="app.tar", sha256=digest, size=1)],
-            digest=digest,
-        )
-
-    @activity.defn(name=Activity.DEPLOY)
-    async def deploy(self, inp: DeployInput) -> DeployResult:
-        self._count(Activity.DEPLOY, inp.idempotency_key)
-        return DeployResult(environment=inp.environment, version=inp.version, previous_version="1.0.0")
-
-    @activity.defn(name=Activity.ROLLBACK)
-    async def rollback(self, inp: RollbackInput) -> DeployResult:
-        self._count(Activity.ROLLBACK, inp.idempotency_key)
-        return DeployResult(environment=inp.environment, version=inp.restore_version or "1.0.0")
-
-    @activity.defn(name=Activity.RUN_TESTS)
-    async def run_tests(self, inp: TestInput) -> TestReport:
-        self._count(Activity.RUN_TESTS, inp.idempotency_key)
-        return TestReport(suites=[SuiteResult(name="unit", passed=1)], accepted=True)
-
-    @activity.defn(name=Activity.SET_EXPOSURE)
-    async def set_exposure(self, inp: ExposureInput) -> ExposureResult:
-        self._count(Activity.SET_EXPOSURE, inp.idempotency_key)
-        return ExposureResult(percent=inp.percent)
-
-    @activity.defn(name=Activity.CHECK_HEALTH)
-    async def check_health(self, inp: HealthInput) -> HealthReport:
-        return HealthReport(verdict=Verdict.PASS, error_rate=0.0, latency_ms=1.0, samples=100, detail="ok")
-
-    @activity.defn(name=Activity.NOTIFY)
-    async def notify(self, n: Notification) -> None:
-        return None
-
-    def all(self) -> Sequence[Callable[..., Any]]:
-        return [
-            self.validate_request,
-            self.build_package,
-            self.deploy,
-            self.rollback,
-            self.run_tests,
-            self.set_exposure,
-            self.check_health,
-            self.notify,
-        ]

@@ -27,7 +27,6 @@ from relman.cmdb.store import CmdbStore
 from relman.contracts import CloseCode, Gate, Outcome, Phase, ReleaseStatus
 from relman.workflows.release import ReleaseWorkflow
 from tests.faults.support import (
-    InstantActivities,
     TcpProxy,
     approve,
     profile,
@@ -36,6 +35,7 @@ from tests.faults.support import (
     wait_status,
 )
 from tests.helpers import new_worker
+from tests.workflows.fakes import FakeActivities
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(150)]
 
@@ -69,9 +69,9 @@ async def test_postgres_unreachable_for_30s_while_releases_close(
     proxied_url = make_url(pg_url).set(port=proxy.port).render_as_string(hide_password=False)
     store = CmdbStore(proxied_url, schema=schema)
     cmdb = CmdbActivities(store)
-    fakes = InstantActivities(lambda service: profile(service, review=timedelta(seconds=2)))
+    fakes = FakeActivities(profile=lambda service: profile(service, review=timedelta(seconds=2)))
     activities: list[Callable[..., Any]] = [
-        *fakes.all(),
+        *fakes.all(cmdb=False),
         *cmdb.all(),
     ]
     outage_at: list[float] = []

@@ -22,8 +22,9 @@ from relman.activities.cmdb import CmdbActivities
 from relman.cmdb.store import CmdbStore
 from relman.contracts import CloseCode, Gate, GateState, GateTimeouts, Outcome, Phase, ReleaseStatus
 from relman.workflows.release import ReleaseWorkflow
-from tests.faults.support import InstantActivities, approve, profile, request_for, start_release, status
+from tests.faults.support import approve, profile, request_for, start_release, status
 from tests.helpers import new_worker
+from tests.workflows.fakes import FakeActivities
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(60)]
 
@@ -35,11 +36,11 @@ HISTORY_LIMIT = 250
 async def long_worker(ts_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[tuple[Worker, CmdbStore]]:
     store = CmdbStore(f"sqlite:///{tmp_path / 'cmdb.sqlite'}")
     cmdb = CmdbActivities(store)
-    fakes = InstantActivities(
-        lambda service: profile(service, bake=3600, review=timedelta(days=7), timeouts=LONG)
+    fakes = FakeActivities(
+        profile=lambda service: profile(service, bake=3600, review=timedelta(days=7), timeouts=LONG)
     )
     activities: list[Callable[..., Any]] = [
-        *fakes.all(),
+        *fakes.all(cmdb=False),
         *cmdb.all(),
     ]
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=activities) as worker:

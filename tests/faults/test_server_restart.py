@@ -24,7 +24,6 @@ from relman.contracts import Activity, Gate, Outcome, Phase, ReleaseStatus, Serv
 from relman.workflows.policy import build_plan
 from relman.workflows.release import ReleaseWorkflow
 from tests.faults.support import (
-    InstantActivities,
     KillableDevServer,
     approve,
     poll,
@@ -35,6 +34,7 @@ from tests.faults.support import (
     wait_status,
 )
 from tests.helpers import new_worker
+from tests.workflows.fakes import FakeActivities
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(240)]
 
@@ -55,9 +55,9 @@ async def test_server_killed_and_restarted_under_110_open_releases(tmp_path: Pat
     server = KillableDevServer(tmp_path / "temporal.db")
     store = CmdbStore(f"sqlite:///{tmp_path / 'cmdb.sqlite'}")
     cmdb = CmdbActivities(store)
-    fakes = InstantActivities(profiles)
+    fakes = FakeActivities(profile=profiles)
     activities: list[Callable[..., Any]] = [
-        *fakes.all(),
+        *fakes.all(cmdb=False),
         *cmdb.all(),
     ]
     try:
@@ -151,10 +151,10 @@ async def test_server_killed_and_restarted_under_110_open_releases(tmp_path: Pat
             assert keys == [f"{h.id}/open", f"{h.id}/authorized", f"{h.id}/close"], keys
     finally:
         store.close()
-    deploys = [k for (name, k), _ in fakes.calls.items() if name == Activity.DEPLOY.value]
+    deploys = [k for (name, k), _ in fakes.keys.items() if name == Activity.DEPLOY.value]
     assert len(deploys) == 2 * total
     print(
         f"\nserver down and back in {restart:.1f}s; {WAITING} gated + {ROLLING} rolling releases all "
         f"approved {approved:.1f}s and completed {completed:.1f}s after the kill; "
-        f"{len(listed)} executions listed; max calls per activity key {max(fakes.calls.values())}"
+        f"{len(listed)} executions listed; max calls per activity key {max(fakes.keys.values())}"
     )

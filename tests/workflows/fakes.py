@@ -7,6 +7,7 @@ way): they record every call and inject the faults a test asks for.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,6 +39,7 @@ from relman.contracts import (
     RollbackInput,
     RolloutStage,
     ServiceProfile,
+    StepInput,
     SuiteResult,
     TestInput,
     TestReport,
@@ -57,6 +59,9 @@ STAGES = [
 
 
 def profile_for(service: str) -> ServiceProfile:
+    """The test catalog: every service but `unknown` exists, with the same CAB and stages."""
+    if service == "unknown":
+        raise KeyError(service)
     return ServiceProfile(
         service=service,
         ci_name=f"{service}-app",
@@ -71,8 +76,13 @@ def profile_for(service: str) -> ServiceProfile:
 
 @dataclass
 class FakeActivities:
-    """Records (activity, step) calls; `fail_steps` raise, `verdicts` map health steps to verdicts."""
+    """Records (activity, step) calls; `fail_steps` raise, `verdicts` map health steps to verdicts.
 
+    `keys` counts calls per (activity, idempotency key) across releases; `profile` is the
+    catalog (a KeyError means an unknown service).
+    """
+
+    profile: Callable[[str], ServiceProfile] = profile_for
     fail_steps: set[str] = field(default_factory=set)
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     closed_window_checks: set[int] = field(default_factory=set)
@@ -82,9 +92,12 @@ class FakeActivities:
     window_checks: int = 0
     blackout_until: datetime | None = None
     leases: dict[str, str] = field(default_factory=dict)
+    keys: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    def _call(self, name: Activity, step: str) -> None:
+    def _call(self, name: Activity, inp: StepInput) -> None:
+        step = inp.step
         self.calls.append((name.value, step))
+        self.keys[(name.value, inp.idempotency_key)] += 1
         if step in self.fail_steps:
             raise ApplicationError(
                 f"injected failure at {step}", type=ErrorType.DEPLOY_FAILED, non_retryable=True
@@ -99,24 +112,25 @@ class FakeActivities:
 
     @activity.defn(name=Activity.VALIDATE_REQUEST)
     async def validate_request(self, request: ReleaseRequest) -> ServiceProfile:
-        self._call(Activity.VALIDATE_REQUEST, "validate")
-        if request.service == "unknown":
+        self.calls.append((Activity.VALIDATE_REQUEST.value, "validate"))
+        try:
+            return self.profile(request.service)
+        except KeyError:
             raise ApplicationError(
-                "unknown service 'unknown'", type=ErrorType.UNKNOWN_SERVICE, non_retryable=True
-            )
-        return profile_for(request.service)
+                f"unknown service {request.service!r}", type=ErrorType.UNKNOWN_SERVICE, non_retryable=True
+            ) from None
 
     @activity.defn(name=Activity.OPEN_CHANGE)
     async def open_change(self, inp: ChangeRecordInput) -> None:
-        self._call(Activity.OPEN_CHANGE, inp.step)
+        self._call(Activity.OPEN_CHANGE, inp)
 
     @activity.defn(name=Activity.UPDATE_CHANGE)
     async def update_change(self, inp: ChangeRecordInput) -> None:
-        self._call(Activity.UPDATE_CHANGE, inp.step)
+        self._call(Activity.UPDATE_CHANGE, inp)
 
     @activity.defn(name=Activity.CLOSE_CHANGE)
     async def close_change(self, inp: CloseChangeInput) -> None:
-        self._call(Activity.CLOSE_CHANGE, inp.step)
+        self._call(Activity.CLOSE_CHANGE, inp)
         self.closes.append(inp)
 
     @activity.defn(name=Activity.CHECK_WINDOW)
@@ -144,7 +158,7 @@ class FakeActivities:
 
     @activity.defn(name=Activity.BUILD_PACKAGE)
     async def build_package(self, inp: BuildInput) -> ReleasePackage:
-        self._call(Activity.BUILD_PACKAGE, inp.step)
+        self._call(Activity.BUILD_PACKAGE, inp)
         digest = hashlib.sha256(f"{inp.service}-{inp.version}".encode()).hexdigest()
         return ReleasePackage(
             service=inp.service,
@@ -156,27 +170,27 @@ class FakeActivities:
 
     @activity.defn(name=Activity.DEPLOY)
     async def deploy(self, inp: DeployInput) -> DeployResult:
-        self._call(Activity.DEPLOY, inp.step)
+        self._call(Activity.DEPLOY, inp)
         return DeployResult(environment=inp.environment, version=inp.version, previous_version="1.0.0")
 
     @activity.defn(name=Activity.ROLLBACK)
     async def rollback(self, inp: RollbackInput) -> DeployResult:
-        self._call(Activity.ROLLBACK, inp.step)
+        self._call(Activity.ROLLBACK, inp)
         return DeployResult(environment=inp.environment, version=inp.restore_version or "1.0.0")
 
     @activity.defn(name=Activity.RUN_TESTS)
     async def run_tests(self, inp: TestInput) -> TestReport:
-        self._call(Activity.RUN_TESTS, inp.step)
+        self._call(Activity.RUN_TESTS, inp)
         return TestReport(suites=[SuiteResult(name="unit", passed=3)], accepted=True)
 
     @activity.defn(name=Activity.SET_EXPOSURE)
     async def set_exposure(self, inp: ExposureInput) -> ExposureResult:
-        self._call(Activity.SET_EXPOSURE, inp.step)
+        self._call(Activity.SET_EXPOSURE, inp)
         return ExposureResult(percent=inp.percent)
 
     @activity.defn(name=Activity.CHECK_HEALTH)
     async def check_health(self, inp: HealthInput) -> HealthReport:
-        self._call(Activity.CHECK_HEALTH, inp.step)
+        self._call(Activity.CHECK_HEALTH, inp)
         verdict = self.verdicts.get(inp.step, Verdict.PASS)
         return HealthReport(
             verdict=verdict, error_rate=0.001, latency_ms=20, samples=100, detail=str(verdict)
@@ -186,15 +200,19 @@ class FakeActivities:
     async def notify(self, n: Notification) -> None:
         self.calls.append((Activity.NOTIFY.value, n.event))
 
-    def all(self) -> list[Callable[..., Any]]:
-        return [
-            self.validate_request,
+    def all(self, *, cmdb: bool = True) -> list[Callable[..., Any]]:
+        """Every activity; without the CMDB's when the real `CmdbActivities` join them."""
+        cmdb_fakes = [
             self.open_change,
             self.update_change,
             self.close_change,
             self.check_window,
             self.acquire_lease,
             self.release_lease,
+        ]
+        return [
+            self.validate_request,
+            *(cmdb_fakes if cmdb else []),
             self.build_package,
             self.deploy,
             self.rollback,
