@@ -125,11 +125,14 @@ def make_handler(svc: Greeter) -> type[BaseHTTPRequestHandler]:
             time.sleep(float(svc.behaviour.get("latency_ms", 0)) / 1000)
             failed = svc.should_fail()
             if failed:
-                self._send(500, {"error": "injected failure"})
+                status, body = 500, {"error": "injected failure"}
             else:
                 name = parse_qs(url.query).get("name", ["world"])[0]
-                self._send(200, {"message": greeting(name, svc.behaviour), "version": svc.version})
+                status, body = 200, {"message": greeting(name, svc.behaviour), "version": svc.version}
+            # Recorded before the reply: a client that reads /metrics right after its
+            # response must find its own request counted (the handler thread races it).
             svc.metrics.record(time.perf_counter() - started, failed)
+            self._send(status, body)
 
     return Handler
 
