@@ -55,6 +55,7 @@ from relman.contracts import (
     release_id_problem,
 )
 from relman.errors import ConfigError, NotFoundError, RefusedError, RelmanError
+from relman.progress import RunningStep, running_step
 from relman.visibility import (
     RELEASE_AWAITING,
     RELEASE_CHANGE_TYPE,
@@ -264,6 +265,20 @@ class ReleaseClient:
             raise self._rpc_error(exc, release_id) from None
         except (WorkflowQueryRejectedError, WorkflowQueryFailedError) as exc:
             raise RelmanError(f"{release_id}: status query failed: {exc}") from None
+
+    async def running(self, release_id: str) -> list[RunningStep]:
+        """The release's activities that have not finished yet, with their last heartbeat."""
+        try:
+            desc = await self._handle(release_id).describe(rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as exc:
+            raise self._rpc_error(exc, release_id) from None
+        steps = []
+        for info in desc.raw_description.pending_activities:
+            details = info.heartbeat_details.payloads
+            decoded = await self.client.data_converter.decode(details) if details else []
+            last = decoded[-1] if decoded else {}
+            steps.append(running_step(info, last if isinstance(last, dict) else {"detail": last}))
+        return steps
 
     async def result(self, release_id: str, timeout: float | None = None) -> ReleaseStatus:
         """Wait for a release to end and return its final status."""

@@ -2,7 +2,8 @@
 
 greeter 1.1.0 goes through every phase (CAB quorum, plan approval, build, tests, dark
 launch, go-live, review with feedback, close); then greeter 1.3.0 passes its tests but
-fails health in the dark launch and rolls back to 1.1.0. Every phase change is printed as it happens.
+fails health in the dark launch and rolls back to 1.1.0. Every phase change is printed as it
+happens, and a step that runs for more than two seconds is printed while it runs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from relman.contracts import Decision, GateState, Outcome, Phase, ReleaseStatus
 from relman.devserver import DevServer, free_port, port_free
 from relman.errors import RelmanError
 from relman.observability import configure_logging
+from relman.progress import StepTicker
 
 EXAMPLES = PACKAGE_ROOT / "examples"
 
@@ -41,6 +43,7 @@ class DemoRelease:
     voted: set[tuple[str, str, str]] = field(default_factory=set)
     showed_refusal: bool = False
     stages_shown: set[str] = field(default_factory=set)
+    ticker: StepTicker = field(default_factory=StepTicker)
 
 
 def demo_releases(examples: Path = EXAMPLES) -> list[DemoRelease]:
@@ -75,6 +78,8 @@ async def drive(
                 emit(f"[{r.label}]           waiting for {st.awaiting}")
         if st.outcome is not None:
             return st
+        for line in r.ticker.lines(await client.running(r.release_id), datetime.now(UTC)):
+            emit(f"[{r.label}]           {line}")
         for gate, g in st.gates.items():
             if g.state is not GateState.OPEN:
                 continue

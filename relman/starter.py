@@ -26,6 +26,7 @@ from relman.contracts import (
     WindowKind,
 )
 from relman.errors import RelmanError
+from relman.progress import RunningStep, StepTicker, describe_step
 
 T = TypeVar("T")
 
@@ -218,15 +219,20 @@ def status(
     """Phase, outcome, gates with votes and deadlines, stages with verdicts, timeline."""
     if follow:
         with_client(lambda c: follow_release(c, release_id, emit=typer.echo))
-    st = with_client(lambda c: c.status(release_id))
     if as_json:
-        echo_json(st)
-    else:
-        typer.echo(format_status(st))
+        echo_json(with_client(lambda c: c.status(release_id)))
+        return
+
+    async def read(c: ReleaseClient) -> tuple[ReleaseStatus, list[RunningStep]]:
+        st = await c.status(release_id)
+        return st, ([] if st.outcome is not None else await c.running(release_id))
+
+    st, steps = with_client(read)
+    typer.echo(format_status(st, steps))
 
 
-def format_status(st: ReleaseStatus) -> str:
-    """A release's status as text for a terminal."""
+def format_status(st: ReleaseStatus, steps: Sequence[RunningStep] = ()) -> str:
+    """A release's status, and the steps it is running, as text for a terminal."""
     r = st.request
     lines = [
         f"{st.release_id}: {r.service} {r.version} ({r.change_type.value} change, "
@@ -274,6 +280,10 @@ def format_status(st: ReleaseStatus) -> str:
         lines.append("kpis: " + ", ".join(f"{k}={v:g}" for k, v in sorted(st.kpis.items())))
     lines.append("timeline:")
     lines += [f"  {ts(h.at)}  {h.phase.value:<24} {h.note}" for h in st.history]
+    if steps:
+        now = datetime.now(UTC)
+        lines.append("running:")
+        lines += [f"  {describe_step(step, now)}" for step in steps]
     return "\n".join(lines)
 
 
@@ -286,9 +296,10 @@ async def follow_release(
     interval: float = 0.5,
     until: Callable[[ReleaseStatus], bool] | None = None,
 ) -> ReleaseStatus:
-    """Print each new timeline entry (and what the release waits for) until it ends."""
+    """Print each new timeline entry, what the release waits for and its long steps until it ends."""
     seen = 0
     awaiting = ""
+    ticker = StepTicker()
     while True:
         st = await client.status(release_id)
         for h in st.history[seen:]:
@@ -300,6 +311,8 @@ async def follow_release(
                 emit(f"{prefix}{'':20}  waiting for {awaiting}")
         if st.outcome is not None or (until is not None and until(st)):
             return st
+        for line in ticker.lines(await client.running(release_id), datetime.now(UTC)):
+            emit(f"{prefix}{'':20}  {line}")
         await asyncio.sleep(interval)
 
 

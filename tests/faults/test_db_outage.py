@@ -12,7 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,8 +23,10 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from relman.activities.cmdb import CmdbActivities
+from relman.client import ReleaseClient
 from relman.cmdb.store import CmdbStore
 from relman.contracts import CloseCode, Gate, Outcome, Phase, ReleaseStatus
+from relman.progress import describe_step
 from relman.workflows.release import ReleaseWorkflow
 from tests.faults.support import (
     TcpProxy,
@@ -57,6 +59,15 @@ async def close_attempts(handle: WorkflowHandle[Any, Any]) -> int:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
         and names[e.activity_task_started_event_attributes.scheduled_event_id] == "close_change"
     )
+
+
+async def closes_shown_retrying(client: ReleaseClient, handles: list[WorkflowHandle[Any, Any]]) -> None:
+    """While the database is down, `relman status` shows each stuck close with its attempt and error."""
+    steps = [s for h in handles for s in await client.running(h.id) if s.activity == "close_change"]
+    retrying = [s for s in steps if s.attempt > 1 and s.last_failure]
+    assert len(retrying) >= RELEASES // 2, steps
+    line = describe_step(retrying[0].model_copy(update={"state": "scheduled"}), datetime.now(UTC))
+    assert f"attempt {retrying[0].attempt}" in line and "last error: " in line, line
 
 
 async def test_postgres_unreachable_for_30s_while_releases_close(
@@ -99,6 +110,7 @@ async def test_postgres_unreachable_for_30s_while_releases_close(
             await asyncio.sleep(OUTAGE_SECONDS / 2)
             phases = [(await wait_status(h, lambda s: True)).phase for h in handles]
             assert Phase.CLOSED not in phases and phases.count(Phase.CLOSING) >= RELEASES // 2, phases
+            await closes_shown_retrying(ReleaseClient(dev_env.client, worker.task_queue), handles)
             # The close whose answer was lost did commit: one release is already recorded.
             assert direct.count("ci_version") == 1
             await asyncio.sleep(outage_at[0] + OUTAGE_SECONDS - time.monotonic())

@@ -26,6 +26,7 @@ import json
 import os
 import signal
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,10 @@ from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import WorkflowHandle
 
+from relman.client import ReleaseClient
 from relman.cmdb.store import CmdbStore
 from relman.contracts import CloseCode, Gate, OperatorAction, Outcome, ReleaseStatus
+from relman.progress import describe_step
 from relman.workflows.release import ReleaseWorkflow
 from tests.faults.support import (
     ROOT,
@@ -140,6 +143,20 @@ async def attempts(handle: WorkflowHandle[Any, Any], activity: str) -> list[int]
     ]
 
 
+async def operators_see_the_held_build(client: ReleaseClient, release_id: str) -> None:
+    """`relman status` and the demo show a long step while it runs, with its last heartbeat."""
+
+    async def shown() -> None:
+        steps = {s.activity: s for s in await client.running(release_id)}
+        build = steps["build_package"]
+        assert (build.state, build.attempt) == ("running", 1), build
+        assert build.started_at is not None and "output_bytes" in build.detail, build
+        line = describe_step(build, datetime.now(UTC))
+        assert line.startswith("build_package, running ") and "attempt 1" in line, line
+
+    await poll(shown, timeout=30, interval=0.2, what=f"{release_id} build shown as running")
+
+
 def runs(holds: Path, name: str) -> list[str]:
     path = holds / f"{name}.runs"
     return path.read_text().splitlines() if path.exists() else []
@@ -226,6 +243,7 @@ async def test_worker_killed_in_each_kind_of_activity(tmp_path: Path, pg_url: st
         await running(handles["k-stage"], "set_exposure")
         await running(handles["k-golive"], "deploy")
         await running(handles["k-build"], "build_package")
+        await operators_see_the_held_build(ReleaseClient(client, f"kill-{tag}"), rid["k-build"])
         await running(handles["k-tests"], "run_tests")
         await running(handles["k-cmdb"], "close_change")
 
