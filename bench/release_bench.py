@@ -676,6 +676,8 @@ async def run(args: argparse.Namespace) -> int:
         tmp = Path(tmp_name)
         profile_dir = tmp
         if args.profile:
+            if not (Path(sys.executable).parent / "py-spy").exists():
+                raise SystemExit("--profile needs py-spy in this venv: pip install -e '.[bench]'")
             profile_dir = Path(args.profile_dir or tempfile.mkdtemp(prefix="relman-bench-profile-"))
             profile_dir.mkdir(parents=True, exist_ok=True)
         db_dir = Path(tempfile.mkdtemp(prefix="relman-bench-db-", dir=args.db_dir))
