@@ -61,6 +61,10 @@ async def close_attempts(handle: WorkflowHandle[Any, Any]) -> int:
     )
 
 
+async def phases_of(handles: list[WorkflowHandle[Any, Any]]) -> list[Phase]:
+    return [(await wait_status(h, lambda s: True)).phase for h in handles]
+
+
 async def closes_shown_retrying(client: ReleaseClient, handles: list[WorkflowHandle[Any, Any]]) -> None:
     """While the database is down, `relman status` shows each stuck close with its attempt and error."""
     steps = [s for h in handles for s in await client.running(h.id) if s.activity == "close_change"]
@@ -106,13 +110,19 @@ async def test_postgres_unreachable_for_30s_while_releases_close(
             await asyncio.gather(*(approve(h, Gate.PLAN, "carol", "dave") for h in handles))
 
             await asyncio.wait_for(lost.wait(), 60)
-            # The database is gone: releases pile up in closing, none can finish.
+            # The database is gone: releases pile up in closing, none can finish. A close
+            # on another connection may have been answered just before the cut (a busy
+            # machine widens that window); the one whose answer was lost committed but
+            # cannot know it.
             await asyncio.sleep(OUTAGE_SECONDS / 2)
-            phases = [(await wait_status(h, lambda s: True)).phase for h in handles]
-            assert Phase.CLOSED not in phases and phases.count(Phase.CLOSING) >= RELEASES // 2, phases
+            mid_outage = await phases_of(handles)
+            committed = direct.count("ci_version")
+            closed = mid_outage.count(Phase.CLOSED)
+            assert committed >= 1 and closed <= committed - 1, (committed, mid_outage)
+            assert mid_outage.count(Phase.CLOSING) >= RELEASES // 2, mid_outage
             await closes_shown_retrying(ReleaseClient(dev_env.client, worker.task_queue), handles)
-            # The close whose answer was lost did commit: one release is already recorded.
-            assert direct.count("ci_version") == 1
+            await asyncio.sleep(outage_at[0] + OUTAGE_SECONDS - 1 - time.monotonic())
+            assert await phases_of(handles) == mid_outage  # nothing moved while it was down
             await asyncio.sleep(outage_at[0] + OUTAGE_SECONDS - time.monotonic())
             await proxy.restore()
             restored = time.monotonic()
@@ -146,8 +156,8 @@ async def test_postgres_unreachable_for_30s_while_releases_close(
             change = direct.get_change(h.id)
             assert change is not None
             assert (change.status, change.close_code) == ("closed", CloseCode.SUCCESSFUL)
-        # The CMDB activities really retried through the outage.
-        assert sum(a > 1 for a in attempts) >= RELEASES - 1, attempts
+        # The CMDB activities really retried through the outage: all but those closed before it.
+        assert sum(a > 1 for a in attempts) >= RELEASES - closed, attempts
         print(
             f"\noutage {OUTAGE_SECONDS:.0f}s: {RELEASES} releases closed {recovered:.1f}s after the database "
             f"returned; close attempts {attempts}; audit keys {len(per_key)}, each once"
