@@ -238,6 +238,8 @@ class HealthSpec(_Strict):
     min_samples: int = Field(default=10, ge=1)
     margin: float = Field(default=0.2, ge=0, lt=1)
     """Within this fraction of a threshold (either side) the verdict is marginal."""
+    max_age: float = Field(default=300, gt=0)
+    """A metrics `file` not written for longer than this (seconds) is stale: no_data."""
 
     @field_validator("http")
     @classmethod

@@ -3,13 +3,15 @@
 Metrics come from the catalog's probe: an HTTP endpoint on localhost, a JSON file, or a
 command printing a JSON object. Thresholds come from the approved plan's acceptance
 criteria; the catalog adds the minimum sample count and the marginal band.
-A probe that cannot be read, or too few samples, is `no_data` — never a pass.
+A probe that cannot be read, a stale metrics file, metrics that name another version,
+or too few samples, is `no_data` — never a pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -69,10 +71,17 @@ class MetricsUnavailable(Exception):
     """The probe could not produce a metrics object."""
 
 
-def parse_metrics(data: Any) -> tuple[float | None, float | None, int]:
-    """(error_rate, latency_ms, samples) from a metrics object; missing values are None/0."""
+def parse_metrics(data: Any, version: str) -> tuple[float | None, float | None, int]:
+    """(error_rate, latency_ms, samples) from a metrics object; missing values are None/0.
+
+    Metrics that say which version they measure must measure `version`: the old version's
+    numbers (an endpoint still served by it) cannot promote the new one.
+    """
     if not isinstance(data, dict):
         raise MetricsUnavailable("metrics are not a JSON object")
+    measured = data.get("version")
+    if measured is not None and str(measured) != version:
+        raise MetricsUnavailable(f"metrics are from version {str(measured)[:64]!r}, not {version}")
 
     def number(keys: tuple[str, ...]) -> float | None:
         for key in keys:
@@ -149,9 +158,16 @@ class HealthActivities:
         if probe.file is not None:
             path = Path(substitute(probe.file, values))
             try:
-                return json.loads(path.read_text())
+                age = time.time() - path.stat().st_mtime
+                data = json.loads(path.read_text())
             except (OSError, ValueError) as exc:
                 raise MetricsUnavailable(f"metrics file {path}: {exc}") from None
+            if age > probe.max_age:
+                # Whatever wrote it has stopped: its numbers say nothing about the release now.
+                raise MetricsUnavailable(
+                    f"metrics file {path} is stale: written {age:.0f}s ago (max {probe.max_age:g}s)"
+                )
+            return data
         assert probe.command is not None
         result = await run_command(
             render_argv(probe.command, values),
@@ -179,7 +195,9 @@ class HealthActivities:
             margin=spec.health.margin,
         )
         try:
-            error_rate, latency_ms, samples = parse_metrics(await self.read_metrics(spec, inp.service, inp))
+            error_rate, latency_ms, samples = parse_metrics(
+                await self.read_metrics(spec, inp.service, inp), inp.version
+            )
         except MetricsUnavailable as exc:
             log.warning("health.no_data", key=inp.idempotency_key, reason=str(exc))
             return HealthReport(verdict=Verdict.NO_DATA, detail=str(exc)[:1000])

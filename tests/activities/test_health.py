@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -111,6 +113,33 @@ async def test_metrics_file(tmp_path: Path) -> None:
     )
     report = await ActivityEnvironment().run(HealthActivities(catalog).check_health, health_input())
     assert report.verdict == Verdict.MARGINAL
+
+
+async def test_a_stale_metrics_file_is_no_data(tmp_path: Path) -> None:
+    health = {"file": "{env_dir}/metrics.json", "min_samples": 5, "max_age": 60}
+    catalog = custom_catalog(tmp_path, health=health)
+    env_dir = catalog.service("greeter").env_dir(Environment.PRODUCTION)
+    env_dir.mkdir(parents=True)
+    metrics = env_dir / "metrics.json"
+    metrics.write_text(json.dumps({"error_rate": 0.0, "latency_ms": 10, "samples": 50}))
+    acts = HealthActivities(catalog)
+    assert (await ActivityEnvironment().run(acts.check_health, health_input())).verdict == Verdict.PASS
+    written = time.time() - 3600  # the exporter stopped an hour ago
+    os.utime(metrics, (written, written))
+    report = await ActivityEnvironment().run(acts.check_health, health_input())
+    assert report.verdict == Verdict.NO_DATA and "stale" in report.detail and "max 60s" in report.detail
+
+
+async def test_metrics_of_another_version_are_no_data(
+    tmp_path: Path, metrics_server: tuple[str, dict[str, Any]]
+) -> None:
+    url, body = metrics_server
+    acts = HealthActivities(custom_catalog(tmp_path, health={"http": url, "min_samples": 10}))
+    body.update(version="1.0.0", error_rate=0.0, latency_p95_ms=40, requests=500)
+    report = await ActivityEnvironment().run(acts.check_health, health_input("1.1.0"))
+    assert report.verdict == Verdict.NO_DATA and "from version '1.0.0', not 1.1.0" in report.detail
+    body.update(version="1.1.0")
+    assert (await ActivityEnvironment().run(acts.check_health, health_input("1.1.0"))).verdict == Verdict.PASS
 
 
 async def test_example_probe_measures_the_real_service(tmp_path: Path) -> None:
