@@ -63,15 +63,23 @@ async def drive(
     while True:
         st = await client.status(r.release_id)
         r.status = st
-        for h in st.history[r.seen :]:
-            emit(f"[{r.label}] {h.at.astimezone(UTC):%H:%M:%S}  {h.phase.value:<23} {h.note}".rstrip())
+        # New timeline entries and stage verdicts, in the order they happened (a verdict
+        # comes before the phase it leads to, even when one poll sees both).
+        news: list[tuple[datetime, int, str]] = [
+            (h.at, 1, f"{h.at.astimezone(UTC):%H:%M:%S}  {h.phase.value:<23} {h.note}".rstrip())
+            for h in st.history[r.seen :]
+        ]
         r.seen = len(st.history)
         for stage in st.stages:
             if stage.verdict is not None and stage.name not in r.stages_shown:
                 r.stages_shown.add(stage.name)
                 note = f" — {stage.note}" if stage.note else ""
-                what = f"stage {stage.name} ({stage.percent:g}%): {stage.verdict.value}{note}"
-                emit(f"[{r.label}]           {what}")
+                at = stage.ended_at or stage.started_at or datetime.now(UTC)
+                news.append(
+                    (at, 0, f"          stage {stage.name} ({stage.percent:g}%): {stage.verdict.value}{note}")
+                )
+        for _, _, line in sorted(news, key=lambda n: (n[0], n[1])):
+            emit(f"[{r.label}] {line}")
         if st.awaiting != r.awaiting and st.outcome is None:
             r.awaiting = st.awaiting
             if st.awaiting:
