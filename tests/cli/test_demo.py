@@ -46,9 +46,8 @@ def test_demo_runs_both_releases_and_exits(tmp_path: Path) -> None:
         assert f"  {phase}" in out
     good = [line for line in out.splitlines() if line.startswith("[good]")]
     order = [i for i, line in enumerate(good) if "stage quarter (25%): pass" in line or "  deploying" in line]
-    assert len(order) == 2 and "stage quarter" in good[order[0]], (
-        good
-    )  # verdicts before the phase they lead to
+    # A stage's verdict is printed before the phase it leads to.
+    assert len(order) == 2 and "stage quarter" in good[order[0]], good
     assert "release-greeter-1.1.0: completed — as expected" in out
     assert "release-greeter-1.3.0: rolled_back — as expected" in out
     assert "CI greeter now at version 1.1.0" in out
