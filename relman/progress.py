@@ -82,10 +82,14 @@ def _detail(detail: dict[str, Any]) -> str:
     # `elapsed` is the runner's own clock at the last heartbeat; the start time says more.
     shown = {k: v for k, v in detail.items() if k not in {"elapsed", "step", "starting"}}
     text = ", ".join(
-        f"{v // 1024} KiB output" if k == "output_bytes" and isinstance(v, int) else f"{k} {v}"
+        _size(v) + " output" if k == "output_bytes" and isinstance(v, int) else f"{k} {v}"
         for k, v in shown.items()
     )
     return text[:DETAIL_LIMIT]
+
+
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1024 else f"{n // 1024} KiB"
 
 
 class StepTicker:

@@ -25,6 +25,8 @@ def test_a_running_step_reads_as_what_how_long_which_attempt_and_its_heartbeat()
         "run_tests, running 12s, attempt 1, suite integration, 5 KiB output"
     )
     assert "running 3m05s" in describe_step(suite(), T0 + timedelta(seconds=185))
+    small = suite().model_copy(update={"detail": {"suite": "unit", "output_bytes": 300}})
+    assert describe_step(small, T0).endswith("suite unit, 300 B output")
 
 
 def test_a_step_waiting_to_retry_shows_its_last_error() -> None:
