@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -59,6 +60,10 @@ HEALTH_PLACEHOLDERS = frozenset(
     {"version", "service", "environment", "env_dir", "release_dir", "source_dir", "python"}
 )
 PATH_PLACEHOLDERS = frozenset({"catalog_dir", "data_dir"})
+
+SECRET_MIN_LENGTH = 4
+"""Shorter values would be masked wherever they happen to occur in output; refused at start."""
+SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,63}$")]
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -318,6 +323,10 @@ class ServiceSpec(_Strict):
     """Source directory; build commands run here. Must exist."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra environment for the service's commands (never put secrets in the catalog)."""
+    secrets: list[SecretName] = Field(default_factory=list, max_length=20)
+    """Names of worker environment variables the commands receive (a registry token...);
+    their values are masked (`***`) in all output relman keeps, so never reach the
+    history, the CMDB or a log."""
     build: BuildSpec
     tests: list[SuiteSpec] = Field(default_factory=list)
     environments: dict[Environment, EnvironmentSpec]
@@ -338,6 +347,14 @@ class ServiceSpec(_Strict):
         if not path.is_dir():
             raise ValueError(f"directory {path} does not exist")
         return path
+
+    @field_validator("secrets")
+    @classmethod
+    def _not_the_workers_own(cls, v: list[str]) -> list[str]:
+        own = [name for name in v if name.startswith(("RELMAN_", "TEMPORAL_"))]
+        if own:
+            raise ValueError(f"{', '.join(own)}: the worker's own settings are never passed to commands")
+        return v
 
     @field_validator("environments")
     @classmethod
@@ -406,6 +423,22 @@ class Catalog(_Strict):
                         "declare it under configuration_items or as a service"
                     )
         return self
+
+    def secret_problems(self, environ: Mapping[str, str]) -> list[str]:
+        """Declared secrets that `environ` (the worker's) lacks or sets too short to mask."""
+        problems = []
+        for name, spec in self.services.items():
+            for secret in spec.secrets:
+                value = environ.get(secret)
+                if value is None:
+                    problems.append(
+                        f"services.{name}.secrets: {secret} is not set in the worker's environment"
+                    )
+                elif len(value) < SECRET_MIN_LENGTH:
+                    problems.append(
+                        f"services.{name}.secrets: {secret} is shorter than {SECRET_MIN_LENGTH} characters"
+                    )
+        return problems
 
     def service(self, name: str) -> ServiceSpec:
         """The spec of one service; `UnknownService` when the catalog lacks it."""

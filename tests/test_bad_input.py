@@ -429,6 +429,11 @@ BAD_CATALOGS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         lambda g: g["build"].update(command=["{python}", "build.py", "{secret}"]),
         "unknown placeholder(s) ['secret']",
     ),
+    (
+        "secret-not-set",
+        lambda g: g.update(secrets=["DEPLOY_TOKEN_NEVER_SET"]),
+        "services.greeter.secrets: DEPLOY_TOKEN_NEVER_SET is not set in the worker's environment",
+    ),
 ]
 
 

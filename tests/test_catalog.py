@@ -146,3 +146,25 @@ def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("- just a list\n")
     with pytest.raises(CatalogError, match="mapping"):
         load_catalog(tmp_path / "bad.yaml")
+
+
+def test_secrets_are_names_never_the_workers_own_settings(tmp_path: Path) -> None:
+    svc = base_service()
+    svc["secrets"] = ["registry-token"]
+    assert "services.greeter.secrets" in error_of(tmp_path, svc)
+    svc["secrets"] = ["REGISTRY_TOKEN", "RELMAN_CMDB_URL"]
+    error = error_of(tmp_path, svc)
+    assert "RELMAN_CMDB_URL: the worker's own settings are never passed to commands" in error
+
+
+def test_secret_problems_name_the_service_and_the_variable(tmp_path: Path) -> None:
+    svc = base_service()
+    svc["secrets"] = ["REGISTRY_TOKEN", "SIGNING_KEY"]
+    catalog = load_catalog(write(tmp_path, svc), data_dir=tmp_path / "data")
+    assert catalog.secret_problems({"REGISTRY_TOKEN": "tok-123456", "SIGNING_KEY": "k"}) == [
+        "services.greeter.secrets: SIGNING_KEY is shorter than 4 characters"
+    ]
+    assert catalog.secret_problems({}) == [
+        "services.greeter.secrets: REGISTRY_TOKEN is not set in the worker's environment",
+        "services.greeter.secrets: SIGNING_KEY is not set in the worker's environment",
+    ]

@@ -146,7 +146,8 @@ class BuildActivities:
             argv,
             cwd=spec.workdir,
             timeout=spec.build.timeout,
-            env=command_env(spec.env),
+            env=command_env(spec.env, spec.secrets),
+            secrets=spec.secrets,
             output_path=release_dir / "build.log",
             heartbeat=lambda d: activity.heartbeat({"step": "build", **d}),
         )

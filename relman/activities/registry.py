@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from relman.activities.health import HealthActivities
 from relman.activities.notify import NotifyActivities
 from relman.activities.requests import RequestActivities
 from relman.activities.testing import TestActivities
-from relman.catalog import Catalog, load_catalog
+from relman.catalog import Catalog, CatalogError, load_catalog
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +86,8 @@ def create_activities(
 
     data_dir = Path(data_dir)
     catalog = load_catalog(catalog_path, data_dir=data_dir)
+    if problems := catalog.secret_problems(os.environ):
+        raise CatalogError(f"{Path(catalog_path).name}: {'; '.join(problems)}")
     work_root = data_dir / "work"
     work_root.mkdir(parents=True, exist_ok=True)
     store = CmdbStore(cmdb_url)

@@ -45,13 +45,45 @@ class RunResult:
         return self.returncode == 0 and not self.timed_out
 
 
-def command_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A minimal environment: a few inherited basics plus the catalog's own variables."""
+def command_env(extra: Mapping[str, str] | None = None, secrets: Sequence[str] = ()) -> dict[str, str]:
+    """A minimal environment: a few inherited basics, the catalog's own variables and the
+    worker's variables named in `secrets` (pass the same names to `run_command` to mask them)."""
     env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
     # Deployed release folders must stay byte-identical to the package.
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra or {})
+    env.update({name: os.environ[name] for name in secrets if name in os.environ})
     return env
+
+
+MASK = b"***"
+
+
+class _Masker:
+    """Replaces secret values in one output stream, also when a value spans two reads."""
+
+    def __init__(self, values: Sequence[str]) -> None:
+        self.values = sorted({v.encode() for v in values if v}, key=len, reverse=True)
+        # Bytes held back: the longest prefix of a value that may still be completed.
+        self.hold = max((len(v) for v in self.values), default=1) - 1
+        self.carry = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self.values:
+            return chunk
+        data = self._mask(self.carry + chunk)
+        cut = max(len(data) - self.hold, 0)
+        self.carry = data[cut:]
+        return data[:cut]
+
+    def flush(self) -> bytes:
+        data, self.carry = self._mask(self.carry), b""
+        return data
+
+    def _mask(self, data: bytes) -> bytes:
+        for value in self.values:
+            data = data.replace(value, MASK)
+        return data
 
 
 class _Tail:
@@ -114,14 +146,21 @@ async def run_command(
     cwd: Path,
     timeout: float,
     env: Mapping[str, str] | None = None,
+    secrets: Sequence[str] = (),
     output_path: Path | None = None,
     tail_bytes: int = DEFAULT_TAIL_BYTES,
     heartbeat: Heartbeat | None = None,
     heartbeat_interval: float = 1.0,
     kill_grace: float = 2.0,
 ) -> RunResult:
-    """Run `argv` to completion or `timeout`; the caller's cancellation kills the group too."""
+    """Run `argv` to completion or `timeout`; the caller's cancellation kills the group too.
+
+    The values of the `env` variables named in `secrets` are masked in everything kept of
+    the output (log file, tails), before it is written anywhere.
+    """
     argv = list(argv)
+    env = dict(env) if env is not None else command_env()
+    secret_values = [env[name] for name in secrets if env.get(name)]
     if output_path is None:
         fd, name = tempfile.mkstemp(prefix="relman-run-", suffix=".log")
         os.close(fd)
@@ -136,7 +175,7 @@ async def run_command(
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=str(cwd),
-        env=dict(env) if env is not None else command_env(),
+        env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -148,12 +187,18 @@ async def run_command(
         nonlocal written
         if stream is None:
             return
-        while chunk := await stream.read(_CHUNK):
-            log.write(chunk)
-            written += len(chunk)
-            tail.add(chunk)
+        masker = _Masker(secret_values)
+
+        def keep(data: bytes) -> None:
+            log.write(data)
+            tail.add(data)
             if is_stdout:
-                stdout_tail.add(chunk)
+                stdout_tail.add(data)
+
+        while chunk := await stream.read(_CHUNK):
+            written += len(chunk)
+            keep(masker.feed(chunk))
+        keep(masker.flush())
 
     timed_out = False
     with output_path.open("wb") as log:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
@@ -62,7 +63,12 @@ class TestActivities:
         self.work_root = work_root
 
     async def run_suite(
-        self, suite: SuiteSpec, values: dict[str, str], out_dir: Path, env: dict[str, str]
+        self,
+        suite: SuiteSpec,
+        values: dict[str, str],
+        out_dir: Path,
+        env: dict[str, str],
+        secrets: Sequence[str] = (),
     ) -> SuiteResult:
         out_dir.mkdir(parents=True, exist_ok=True)
         values = {**values, "junit": str(out_dir / "junit.xml")}
@@ -76,6 +82,7 @@ class TestActivities:
             cwd=cwd,
             timeout=suite.timeout,
             env=env,
+            secrets=secrets,
             output_path=out_dir / "output.log",
             heartbeat=lambda d: activity.heartbeat({"suite": suite.name, **d}),
         )
@@ -133,13 +140,13 @@ class TestActivities:
             "source_dir": str(spec.workdir),
             "work_dir": str(out_root),
         }
-        env = command_env(spec.env)
+        env = command_env(spec.env, spec.secrets)
         suites: list[SuiteResult] = []
         verdicts: list[bool] = []
         try:
             for suite in spec.tests:
                 activity.heartbeat({"suite": suite.name, "starting": True})
-                result = await self.run_suite(suite, values, out_root / suite.name, env)
+                result = await self.run_suite(suite, values, out_root / suite.name, env, spec.secrets)
                 suites.append(result)
                 verdicts.append(
                     suite_passes(result, max(suite.required_pass_rate, inp.acceptance.min_pass_rate))

@@ -78,3 +78,30 @@ async def test_missing_artifact_is_package_invalid(tmp_path: Path) -> None:
     with pytest.raises(ApplicationError) as exc:
         await ActivityEnvironment().run(BuildActivities(catalog, tmp_path / "work").build_package, inp)
     assert exc.value.type == ErrorType.PACKAGE_INVALID and "app.py" in exc.value.message
+
+
+async def test_a_failing_build_never_carries_a_secret_into_its_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "reg-9c1e44ab07"
+    monkeypatch.setenv("REGISTRY_TOKEN", token)
+    catalog = custom_catalog(
+        tmp_path,
+        secrets=["REGISTRY_TOKEN"],
+        build={
+            "command": [
+                "{python}",
+                "-c",
+                "import os, sys; print('push refused for', os.environ['REGISTRY_TOKEN']); sys.exit(2)",
+            ],
+            "artifacts": ["app.py"],
+        },
+    )
+    inp = BuildInput(
+        release_id="release-greeter-9.9.8", step="build", service="greeter", version="9.9.8", commit="abc1234"
+    )
+    with pytest.raises(ApplicationError) as exc:
+        await ActivityEnvironment().run(BuildActivities(catalog, tmp_path / "work").build_package, inp)
+    # The command had the token (it printed it); the failure, bound for history and CMDB, has not.
+    assert exc.value.type == ErrorType.BUILD_FAILED
+    assert "push refused for ***" in exc.value.message and token not in exc.value.message

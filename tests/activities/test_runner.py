@@ -173,3 +173,37 @@ async def test_retry_kills_the_command_a_killed_worker_left_running(tmp_path: Pa
     await wait_dead(orphan)
     assert result.returncode == 0 and "retry" in result.tail
     assert not marker.exists()
+
+
+TOKEN = "tok-3f9a1c77e2"
+
+
+async def test_a_secret_reaches_the_command_but_never_its_kept_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relman.activities.runner import command_env
+
+    monkeypatch.setenv("REGISTRY_TOKEN", TOKEN)
+    # The value lands right across the boundary of the runner's 64 KiB reads, on both streams.
+    script = (
+        "import os, sys; t = os.environ['REGISTRY_TOKEN']; "
+        "sys.stdout.write('x' * (65536 - 5) + t + '\\nlogin ok with ' + t + '\\n'); sys.stdout.flush(); "
+        "sys.stderr.write('warning: token ' + t + ' expires soon\\n')"
+    )
+    result = await run_command(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        timeout=10,
+        env=command_env({}, ["REGISTRY_TOKEN"]),
+        secrets=["REGISTRY_TOKEN"],
+        output_path=tmp_path / "out.log",
+    )
+    assert result.ok
+    log = (tmp_path / "out.log").read_text()
+    for kept in (log, result.tail, result.stdout_tail):
+        assert TOKEN not in kept
+    assert log.count("***") == 3 and "login ok with ***" in result.stdout_tail
+    assert "warning: token *** expires soon" in result.tail
+    assert result.output_bytes == 65536 - 5 + 3 * len(TOKEN) + len("\nlogin ok with \n") + len(
+        "warning: token  expires soon\n"
+    )
