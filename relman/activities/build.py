@@ -20,7 +20,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from relman.activities.runner import command_env, run_command
-from relman.catalog import Catalog, UnknownService, render_argv
+from relman.activities.services import service_spec
+from relman.catalog import Catalog, render_argv
 from relman.contracts import Activity, Artifact, BuildInput, Component, ErrorType, ReleasePackage
 
 log = structlog.get_logger(__name__)
@@ -107,10 +108,7 @@ class BuildActivities:
     @activity.defn(name=Activity.BUILD_PACKAGE)
     async def build_package(self, inp: BuildInput) -> ReleasePackage:
         """Run the build, collect and digest artifacts, write and verify the manifest."""
-        try:
-            spec = self.catalog.service(inp.service)
-        except UnknownService as exc:
-            raise ApplicationError(str(exc), type=ErrorType.UNKNOWN_SERVICE, non_retryable=True) from None
+        spec = service_spec(self.catalog, inp.service)
         release_dir = self.work_root / inp.release_id
         final = release_dir / "package"
         if final.is_dir():

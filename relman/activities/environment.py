@@ -32,7 +32,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from relman.activities.build import PackageInvalid, verify_package
-from relman.catalog import Catalog, UnknownService
+from relman.activities.services import service_spec
+from relman.catalog import Catalog
 from relman.contracts import (
     Activity,
     DeployInput,
@@ -160,10 +161,7 @@ class EnvironmentActivities:
         self.lock_wait = lock_wait
 
     def env(self, service: str, environment: Environment) -> EnvironmentDir:
-        try:
-            spec = self.catalog.service(service)
-        except UnknownService as exc:
-            raise ApplicationError(str(exc), type=ErrorType.UNKNOWN_SERVICE, non_retryable=True) from None
+        spec = service_spec(self.catalog, service)
         return EnvironmentDir(spec.env_dir(environment), f"{service}/{environment.value}", self.lock_wait)
 
     @activity.defn(name=Activity.DEPLOY)

@@ -20,11 +20,11 @@ from typing import Any
 
 import structlog
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from relman.activities.environment import EnvironmentDir
-from relman.catalog import Catalog, UnknownService
-from relman.contracts import Activity, ErrorType, ExposureInput, ExposureResult
+from relman.activities.services import service_spec
+from relman.catalog import Catalog
+from relman.contracts import Activity, ExposureInput, ExposureResult
 
 log = structlog.get_logger(__name__)
 
@@ -72,10 +72,7 @@ class ExposureActivities:
         self.catalog = catalog
 
     def flags_path(self, service: str, environment: Any) -> Path:
-        try:
-            spec = self.catalog.service(service)
-        except UnknownService as exc:
-            raise ApplicationError(str(exc), type=ErrorType.UNKNOWN_SERVICE, non_retryable=True) from None
+        spec = service_spec(self.catalog, service)
         return spec.env_dir(environment) / FLAGS_FILE
 
     @activity.defn(name=Activity.SET_EXPOSURE)

@@ -20,11 +20,11 @@ from typing import Any
 
 import structlog
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from relman.activities.runner import command_env, run_command
-from relman.catalog import Catalog, HealthSpec, ServiceSpec, UnknownService, render_argv, substitute
-from relman.contracts import Activity, Environment, ErrorType, HealthInput, HealthReport, Verdict
+from relman.activities.services import service_spec
+from relman.catalog import Catalog, HealthSpec, ServiceSpec, render_argv, substitute
+from relman.contracts import Activity, Environment, HealthInput, HealthReport, Verdict
 
 log = structlog.get_logger(__name__)
 
@@ -185,10 +185,7 @@ class HealthActivities:
     @activity.defn(name=Activity.CHECK_HEALTH)
     async def check_health(self, inp: HealthInput) -> HealthReport:
         """Read the metrics once and return a verdict; an unreadable probe is `no_data`."""
-        try:
-            spec = self.catalog.service(inp.service)
-        except UnknownService as exc:
-            raise ApplicationError(str(exc), type=ErrorType.UNKNOWN_SERVICE, non_retryable=True) from None
+        spec = service_spec(self.catalog, inp.service)
         thresholds = HealthThresholds(
             max_error_rate=inp.acceptance.max_error_rate,
             max_latency_ms=inp.acceptance.max_latency_ms,

@@ -19,7 +19,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from relman.activities.runner import command_env, run_command
-from relman.catalog import Catalog, SuiteSpec, UnknownService, render_argv, substitute
+from relman.activities.services import service_spec
+from relman.catalog import Catalog, SuiteSpec, render_argv, substitute
 from relman.contracts import Activity, Environment, ErrorType, SuiteResult, TestInput, TestReport
 
 log = structlog.get_logger(__name__)
@@ -117,10 +118,7 @@ class TestActivities:
     @activity.defn(name=Activity.RUN_TESTS)
     async def run_tests(self, inp: TestInput) -> TestReport:
         """Run every configured suite; `TestsFailed` (non-retryable) names the failing tests."""
-        try:
-            spec = self.catalog.service(inp.service)
-        except UnknownService as exc:
-            raise ApplicationError(str(exc), type=ErrorType.UNKNOWN_SERVICE, non_retryable=True) from None
+        spec = service_spec(self.catalog, inp.service)
         staging = spec.env_dir(Environment.STAGING)
         release_dir = staging / inp.version
         if not release_dir.is_dir():
