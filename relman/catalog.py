@@ -484,16 +484,23 @@ def service_names(path: str | os.PathLike[str]) -> list[str]:
     catalog file without the services' directories and executables the worker needs.
     """
     file = Path(path).expanduser()
+    services = _read_mapping(file).get("services")
+    if not isinstance(services, dict):
+        raise CatalogError(f"{file.name}: the catalog must be a mapping with a `services` key")
+    return sorted(str(name) for name in services)
+
+
+def _read_mapping(file: Path) -> dict[Any, Any]:
+    """The catalog file parsed as YAML; `CatalogError` unless it is a readable mapping."""
     try:
         raw = yaml.safe_load(file.read_text())
     except OSError as exc:
         raise CatalogError(f"{file}: cannot read the catalog: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise CatalogError(f"{file.name}: not valid YAML: {exc}") from None
-    services = raw.get("services") if isinstance(raw, dict) else None
-    if not isinstance(services, dict):
+    if not isinstance(raw, dict):
         raise CatalogError(f"{file.name}: the catalog must be a mapping with a `services` key")
-    return sorted(str(name) for name in services)
+    return raw
 
 
 def load_catalog(path: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None) -> Catalog:
@@ -503,14 +510,7 @@ def load_catalog(path: str | os.PathLike[str], *, data_dir: str | os.PathLike[st
     `<catalog dir>/.relman`.
     """
     file = Path(path).expanduser().resolve()
-    try:
-        raw = yaml.safe_load(file.read_text())
-    except OSError as exc:
-        raise CatalogError(f"{file}: cannot read the catalog: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{file.name}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise CatalogError(f"{file.name}: the catalog must be a mapping with a `services` key")
+    raw = _read_mapping(file)
     data_root = Path(data_dir or os.environ.get(DATA_DIR_ENV) or file.parent / ".relman").expanduser()
     if not data_root.is_absolute():
         data_root = Path.cwd() / data_root
