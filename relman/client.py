@@ -250,12 +250,21 @@ class ReleaseClient:
 
     async def status(self, release_id: str) -> ReleaseStatus:
         """The full typed state of a release (the `status` query, or the result once closed)."""
+        status, _ = await self._read(release_id, with_steps=False)
+        return status
+
+    async def progress(self, release_id: str) -> tuple[ReleaseStatus, list[RunningStep]]:
+        """The status and the activities not finished yet (with their last heartbeat), read
+        from one description of the workflow; no steps once the release has closed."""
+        return await self._read(release_id, with_steps=True)
+
+    async def _read(self, release_id: str, *, with_steps: bool) -> tuple[ReleaseStatus, list[RunningStep]]:
         handle = self._handle(release_id)
         try:
             desc = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
             if desc.status == WorkflowExecutionStatus.COMPLETED:
-                return await handle.result(rpc_timeout=QUERY_TIMEOUT)
-            return await handle.query("status", result_type=ReleaseStatus, rpc_timeout=QUERY_TIMEOUT)
+                return await handle.result(rpc_timeout=QUERY_TIMEOUT), []
+            status = await handle.query("status", result_type=ReleaseStatus, rpc_timeout=QUERY_TIMEOUT)
         except RPCError as exc:
             if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
                 raise RelmanError(
@@ -265,20 +274,13 @@ class ReleaseClient:
             raise self._rpc_error(exc, release_id) from None
         except (WorkflowQueryRejectedError, WorkflowQueryFailedError) as exc:
             raise RelmanError(f"{release_id}: status query failed: {exc}") from None
-
-    async def running(self, release_id: str) -> list[RunningStep]:
-        """The release's activities that have not finished yet, with their last heartbeat."""
-        try:
-            desc = await self._handle(release_id).describe(rpc_timeout=QUERY_TIMEOUT)
-        except RPCError as exc:
-            raise self._rpc_error(exc, release_id) from None
         steps = []
-        for info in desc.raw_description.pending_activities:
+        for info in desc.raw_description.pending_activities if with_steps else ():
             details = info.heartbeat_details.payloads
             decoded = await self.client.data_converter.decode(details) if details else []
             last = decoded[-1] if decoded else {}
             steps.append(running_step(info, last if isinstance(last, dict) else {"detail": last}))
-        return steps
+        return status, steps
 
     async def result(self, release_id: str, timeout: float | None = None) -> ReleaseStatus:
         """Wait for a release to end and return its final status."""

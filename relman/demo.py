@@ -61,7 +61,7 @@ async def drive(
     deadline = loop.time() + timeout
     fed_back = False
     while True:
-        st = await client.status(r.release_id)
+        st, steps = await client.progress(r.release_id)
         r.status = st
         # New timeline entries and stage verdicts, in the order they happened (a verdict
         # comes before the phase it leads to, even when one poll sees both).
@@ -86,7 +86,7 @@ async def drive(
                 emit(f"[{r.label}]           waiting for {st.awaiting}")
         if st.outcome is not None:
             return st
-        for line in r.ticker.lines(await client.running(r.release_id), datetime.now(UTC)):
+        for line in r.ticker.lines(steps, datetime.now(UTC)):
             emit(f"[{r.label}]           {line}")
         for gate, g in st.gates.items():
             if g.state is not GateState.OPEN:

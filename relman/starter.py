@@ -222,12 +222,7 @@ def status(
     if as_json:
         echo_json(with_client(lambda c: c.status(release_id)))
         return
-
-    async def read(c: ReleaseClient) -> tuple[ReleaseStatus, list[RunningStep]]:
-        st = await c.status(release_id)
-        return st, ([] if st.outcome is not None else await c.running(release_id))
-
-    st, steps = with_client(read)
+    st, steps = with_client(lambda c: c.progress(release_id))
     typer.echo(format_status(st, steps))
 
 
@@ -301,7 +296,7 @@ async def follow_release(
     awaiting = ""
     ticker = StepTicker()
     while True:
-        st = await client.status(release_id)
+        st, steps = await client.progress(release_id)
         for h in st.history[seen:]:
             emit(f"{prefix}{ts(h.at)}  {h.phase.value:<24} {h.note}".rstrip())
         seen = len(st.history)
@@ -311,7 +306,7 @@ async def follow_release(
                 emit(f"{prefix}{'':20}  waiting for {awaiting}")
         if st.outcome is not None or (until is not None and until(st)):
             return st
-        for line in ticker.lines(await client.running(release_id), datetime.now(UTC)):
+        for line in ticker.lines(steps, datetime.now(UTC)):
             emit(f"{prefix}{'':20}  {line}")
         await asyncio.sleep(interval)
 

@@ -67,7 +67,7 @@ async def phases_of(handles: list[WorkflowHandle[Any, Any]]) -> list[Phase]:
 
 async def closes_shown_retrying(client: ReleaseClient, handles: list[WorkflowHandle[Any, Any]]) -> None:
     """While the database is down, `relman status` shows each stuck close with its attempt and error."""
-    steps = [s for h in handles for s in await client.running(h.id) if s.activity == "close_change"]
+    steps = [s for h in handles for s in (await client.progress(h.id))[1] if s.activity == "close_change"]
     retrying = [s for s in steps if s.attempt > 1 and s.last_failure]
     assert len(retrying) >= RELEASES // 2, steps
     line = describe_step(retrying[0].model_copy(update={"state": "scheduled"}), datetime.now(UTC))

@@ -147,7 +147,8 @@ async def operators_see_the_held_build(client: ReleaseClient, release_id: str) -
     """`relman status` and the demo show a long step while it runs, with its last heartbeat."""
 
     async def shown() -> None:
-        steps = {s.activity: s for s in await client.running(release_id)}
+        _, running = await client.progress(release_id)
+        steps = {s.activity: s for s in running}
         build = steps["build_package"]
         assert (build.state, build.attempt) == ("running", 1), build
         assert build.started_at is not None and "output_bytes" in build.detail, build
