@@ -144,7 +144,7 @@ class BuildActivities:
             argv,
             cwd=spec.workdir,
             timeout=spec.build.timeout,
-            env=command_env(spec.env, spec.secrets),
+            env=command_env(spec.env),
             secrets=spec.secrets,
             output_path=release_dir / "build.log",
             heartbeat=lambda d: activity.heartbeat({"step": "build", **d}),

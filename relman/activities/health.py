@@ -173,7 +173,7 @@ class HealthActivities:
             render_argv(probe.command, values),
             cwd=Path(substitute(probe.cwd, values)),
             timeout=probe.timeout,
-            env=command_env(spec.env, spec.secrets),
+            env=command_env(spec.env),
             secrets=spec.secrets,
             heartbeat=lambda d: activity.heartbeat({"step": "health", **d}),
         )

@@ -45,14 +45,12 @@ class RunResult:
         return self.returncode == 0 and not self.timed_out
 
 
-def command_env(extra: Mapping[str, str] | None = None, secrets: Sequence[str] = ()) -> dict[str, str]:
-    """A minimal environment: a few inherited basics, the catalog's own variables and the
-    worker's variables named in `secrets` (pass the same names to `run_command` to mask them)."""
+def command_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment: a few inherited basics plus the catalog's own variables."""
     env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
     # Deployed release folders must stay byte-identical to the package.
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra or {})
-    env.update({name: os.environ[name] for name in secrets if name in os.environ})
     return env
 
 
@@ -155,11 +153,12 @@ async def run_command(
 ) -> RunResult:
     """Run `argv` to completion or `timeout`; the caller's cancellation kills the group too.
 
-    The values of the `env` variables named in `secrets` are masked in everything kept of
-    the output (log file, tails), before it is written anywhere.
+    `secrets` names worker environment variables the command receives; their values are
+    masked in everything kept of the output (log file, tails), before it is written anywhere.
     """
     argv = list(argv)
     env = dict(env) if env is not None else command_env()
+    env.update({name: os.environ[name] for name in secrets if name in os.environ})
     secret_values = [env[name] for name in secrets if env.get(name)]
     if output_path is None:
         fd, name = tempfile.mkstemp(prefix="relman-run-", suffix=".log")

@@ -138,7 +138,7 @@ class TestActivities:
             "source_dir": str(spec.workdir),
             "work_dir": str(out_root),
         }
-        env = command_env(spec.env, spec.secrets)
+        env = command_env(spec.env)
         suites: list[SuiteResult] = []
         verdicts: list[bool] = []
         try:

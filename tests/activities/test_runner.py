@@ -194,7 +194,7 @@ async def test_a_secret_reaches_the_command_but_never_its_kept_output(
         [sys.executable, "-c", script],
         cwd=tmp_path,
         timeout=10,
-        env=command_env({}, ["REGISTRY_TOKEN"]),
+        env=command_env({}),
         secrets=["REGISTRY_TOKEN"],
         output_path=tmp_path / "out.log",
     )
