@@ -1,201 +1,50 @@
-"""Typed contracts shared by the workflow, activities, CMDB and CLI.
-
-This module imports nothing of relman, so every other module may import it.
-All models are strict: unknown fields are refused and every string is bounded,
-so bad input fails with an error naming the field before anything is recorded.
-"""
+"""Contracts of one release: request, plan, gates and votes, activity inputs, status."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
-# --- names and identifiers -------------------------------------------------
-
-TASK_QUEUE = "relman"
-WORKFLOW_NAME = "ReleaseWorkflow"
-
-ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,62}$")]
-"""Lower-case service name from the catalog, e.g. `checkout`."""
-Version = Annotated[
-    str, StringConstraints(max_length=64, pattern=r"^[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.-]{1,40})?$")
-]
-"""Semantic version, e.g. `2.4.1` or `2.5.0-rc.1`; no slashes, no shell characters."""
-UserName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9._-]{1,63}$")]
-"""A person's login, e.g. `alice`."""
-CommitSha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{7,40}$")]
-RELEASE_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{2,127}$"
-ReleaseId = Annotated[str, StringConstraints(pattern=RELEASE_ID_PATTERN)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-LongText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
-Comment = Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)]
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-
-
-def release_id_problem(release_id: str) -> str | None:
-    """Why `release_id` cannot name a release (it keys every record), or None."""
-    if re.fullmatch(RELEASE_ID_PATTERN, release_id):
-        return None
-    return (
-        f"release id {release_id[:80]!r} is invalid: use 3-128 lower-case letters, digits, "
-        "'.', '_' or '-', starting with a letter or digit"
-    )
-
-
-def release_id_for(service: str, version: str) -> str:
-    """The default workflow id of a release: one release per service + version."""
-    return f"release-{service}-{version}".lower().replace("+", "-")
-
-
-class Model(BaseModel):
-    """Base of every contract: strict about unknown fields, frozen where it matters."""
-
-    model_config = ConfigDict(extra="forbid", use_enum_values=False)
-
-
-# --- domain enums ----------------------------------------------------------
-
-
-class ChangeType(StrEnum):
-    STANDARD = "standard"
-    NORMAL = "normal"
-    EMERGENCY = "emergency"
-
-
-class Gate(StrEnum):
-    REQUEST = "request"
-    """CAB (or ECAB) decision on the change request."""
-    PLAN = "plan"
-    """Approval of one specific release plan hash."""
-    RETRO = "retro"
-    """Retrospective CAB approval of an emergency change, before close."""
-    MARGINAL = "marginal"
-    """A human decision on a dark-launch stage whose health was marginal."""
-
-
-class Decision(StrEnum):
-    APPROVE = "approve"
-    REJECT = "reject"
-
-
-class GateState(StrEnum):
-    PENDING = "pending"
-    OPEN = "open"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    SKIPPED = "skipped"
-
-
-class Phase(StrEnum):
-    REQUESTED = "requested"
-    AWAITING_CAB = "awaiting_cab"
-    PLANNING = "planning"
-    AWAITING_PLAN_APPROVAL = "awaiting_plan_approval"
-    BUILDING = "building"
-    TESTING = "testing"
-    DARK_LAUNCH = "dark_launch"
-    DEPLOYING = "deploying"
-    REVIEWING = "reviewing"
-    CLOSING = "closing"
-    COMPENSATING = "compensating"
-    CLOSED = "closed"
-
-
-class Outcome(StrEnum):
-    COMPLETED = "completed"
-    COMPLETED_WITH_ISSUES = "completed_with_issues"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    ROLLED_BACK = "rolled_back"
-    ABORTED = "aborted"
-
-
-class CloseCode(StrEnum):
-    """The CMDB's close code of a change, one per terminal outcome."""
-
-    SUCCESSFUL = "successful"
-    SUCCESSFUL_WITH_ISSUES = "successful_with_issues"
-    UNSUCCESSFUL = "unsuccessful"
-    ROLLED_BACK = "rolled_back"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    ABORTED = "aborted"
-
-
-class Verdict(StrEnum):
-    PASS = "pass"
-    MARGINAL = "marginal"
-    FAIL = "fail"
-    NO_DATA = "no_data"
-
-
-class Risk(StrEnum):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
-
-
-class Criticality(StrEnum):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    MISSION_CRITICAL = "mission_critical"
-
-
-class Environment(StrEnum):
-    STAGING = "staging"
-    PRODUCTION = "production"
-
-
-class WindowKind(StrEnum):
-    MAINTENANCE = "maintenance"
-    """A planned maintenance period: recorded and listed, it does not close deployment."""
-    BLACKOUT = "blackout"
-    """No deployments while a blackout is active."""
-    FREEZE = "freeze"
-    """Change freeze: no deployments except emergency changes."""
-
-
-class Activity(StrEnum):
-    """Registered names of relman's activities; workflow and worker share them."""
-
-    VALIDATE_REQUEST = "validate_request"
-    OPEN_CHANGE = "open_change"
-    UPDATE_CHANGE = "update_change"
-    CLOSE_CHANGE = "close_change"
-    CHECK_WINDOW = "check_window"
-    BUILD_PACKAGE = "build_package"
-    DEPLOY = "deploy"
-    ROLLBACK = "rollback"
-    RUN_TESTS = "run_tests"
-    SET_EXPOSURE = "set_exposure"
-    ACQUIRE_LEASE = "acquire_lease"
-    RELEASE_LEASE = "release_lease"
-    CHECK_HEALTH = "check_health"
-    NOTIFY = "notify"
-
-
-class ErrorType(StrEnum):
-    """`ApplicationError.type` of failures that no retry can fix."""
-
-    UNKNOWN_SERVICE = "UnknownService"
-    INVALID_REQUEST = "InvalidRequest"
-    BUILD_FAILED = "BuildFailed"
-    PACKAGE_INVALID = "PackageInvalid"
-    TESTS_FAILED = "TestsFailed"
-    DEPLOY_FAILED = "DeployFailed"
-    HEALTH_FAILED = "HealthFailed"
-    ENVIRONMENT_LOCKED = "EnvironmentLocked"
-    CATALOG_INVALID = "CatalogInvalid"
-
+from relman.contracts.base import (
+    ChangeType,
+    CloseCode,
+    Comment,
+    CommitSha,
+    Criticality,
+    Decision,
+    Environment,
+    Gate,
+    GateState,
+    LongText,
+    Model,
+    Outcome,
+    Phase,
+    Reason,
+    ReleaseId,
+    Risk,
+    ServiceName,
+    Sha256,
+    ShortText,
+    Slug,
+    UserName,
+    Verdict,
+    Version,
+)
+from relman.contracts.governance import (
+    Delegation,
+    OperatorVerb,
+    Refusal,
+    Signed,
+    Statement,
+    StatementKind,
+    Trust,
+    canonical_digest,
+    digest,
+)
 
 # --- the request and the plan ----------------------------------------------
 
@@ -215,8 +64,11 @@ class TimeWindow(Model):
         return end
 
 
-class ReleaseRequest(Model):
-    """What a platform team asks for: a version of a catalog service, and why."""
+class ReleaseRequest(Signed):
+    """What a platform team asks for: a version of a catalog service, and why.
+
+    Signed by the requester: separation of duties rests on who really asked.
+    """
 
     service: ServiceName
     version: Version
@@ -229,10 +81,25 @@ class ReleaseRequest(Model):
     """When the commit was made; the CMDB's lead-time metric starts here."""
     target_window: TimeWindow | None = None
     """Preferred go-live window; deployment still respects the CMDB's windows."""
+    change_model: Slug | None = None
+    """The catalog's change model a standard change follows (required for `standard`)."""
 
     def content_hash(self) -> str:
-        """Stable hash of the request; request and retro approvals are bound to it."""
-        return content_hash(self)
+        """Stable hash of the request (without its proof); request and retro approvals bind to it."""
+        return content_hash(self, exclude={"proof"})
+
+    def statement(self, release_id: str, issued_at: datetime, nonce: str) -> Statement:
+        return Statement(
+            kind=StatementKind.REQUEST,
+            release_id=release_id,
+            subject="request",
+            subject_hash=self.content_hash(),
+            decision=self.change_type.value,
+            actor=self.requested_by,
+            comment_digest=digest(self.title),
+            issued_at=issued_at,
+            nonce=nonce,
+        )
 
 
 class Component(Model):
@@ -243,7 +110,7 @@ class Component(Model):
 class RolloutStage(Model):
     """One dark-launch step: expose `percent` of users (plus the allow-list), then bake."""
 
-    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+    name: Annotated[Slug, StringConstraints(max_length=32)]
     percent: float = Field(ge=0, le=100)
     bake_seconds: int = Field(ge=0, le=7 * 24 * 3600)
     allow_list: list[UserName] = Field(default_factory=list, max_length=100)
@@ -270,26 +137,43 @@ class ReleasePlan(Model):
         return content_hash(self)
 
 
-def content_hash(model: BaseModel) -> str:
+def content_hash(model: BaseModel, exclude: set[str] | None = None) -> str:
     """Sha256 of a model's canonical JSON (sorted keys), stable across processes."""
-    canonical = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        model.model_dump(mode="json", exclude=exclude), sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 # --- approvals -------------------------------------------------------------
 
 
-class Vote(Model):
-    """One approver's answer at a gate, as sent by a client."""
+class Vote(Signed):
+    """One approver's answer at a gate, as sent by a client, signed by the approver."""
 
     gate: Gate
     approver: UserName
     decision: Decision
     approved_hash: Sha256
-    """Hash of what is approved: the request (request/retro gates) or the plan."""
+    """Hash of what is approved: the request (request/retro gates), the plan, or a stage."""
     on_behalf_of: UserName | None = None
-    """The CAB member a delegate acts for; the record keeps both names."""
+    """The CAB member a delegate acts for; it counts only with `delegation` signed by them."""
+    delegation: Delegation | None = None
     comment: Comment = ""
+
+    def statement(self, release_id: str, issued_at: datetime, nonce: str) -> Statement:
+        return Statement(
+            kind=StatementKind.VOTE,
+            release_id=release_id,
+            subject=self.gate.value,
+            subject_hash=self.approved_hash,
+            decision=self.decision.value,
+            actor=self.approver,
+            on_behalf_of=self.on_behalf_of,
+            comment_digest=digest(self.comment),
+            issued_at=issued_at,
+            nonce=nonce,
+        )
 
 
 class Approval(Model):
@@ -329,13 +213,12 @@ class ServiceProfile(Model):
     service: ServiceName
     ci_name: ShortText
     criticality: Criticality = Criticality.MEDIUM
-    cab_members: list[UserName] = Field(min_length=1)
-    cab_quorum: int = Field(ge=1)
-    ecab_members: list[UserName] = Field(default_factory=list)
     stages: list[RolloutStage] = Field(min_length=1, max_length=10)
     acceptance: AcceptanceCriteria = Field(default_factory=AcceptanceCriteria)
     review_period: timedelta = timedelta(days=1)
     timeouts: GateTimeouts = Field(default_factory=GateTimeouts)
+    trust: Trust = Field(default_factory=Trust)
+    """Keys, roles (operators, change and release managers) and change models of the service."""
 
 
 # --- activity inputs and results --------------------------------------------
@@ -392,6 +275,8 @@ class WindowQuery(Model):
 
 class WindowDecision(Model):
     open: bool
+    window: str = ""
+    """The window that closes deployment (blackouts first), when closed."""
     reason: Comment = ""
     next_open: datetime | None = None
     """When deployment is next allowed; None when unknown (wait to the deadline)."""
@@ -519,29 +404,149 @@ class Notification(StepInput):
     recipients: list[UserName] = Field(default_factory=list)
 
 
+class EventInput(StepInput):
+    """One audit row in the CMDB for what a person did to a running release (an amendment,
+    an override), written when it happens."""
+
+    action: Annotated[str, StringConstraints(pattern=r"^[a-z_.]{1,64}$")]
+    actor: UserName
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvidenceInput(StepInput):
+    """Everything the release evidence states, as the workflow closes the release."""
+
+    status: ReleaseStatus
+    close_code: CloseCode
+
+
+class EvidenceRecord(Model):
+    """Where the signed evidence went: the envelope's digest and the key that signed it."""
+
+    envelope_sha256: Sha256
+    key_id: str
+
+
 # --- operator messages -----------------------------------------------------
 
 
-class OperatorAction(Model):
-    """Who asks the release to pause, resume, promote, abort or skip a window, and why."""
+GO_LIVE = "go-live"
+"""The step name of the go-live in window overrides (stage names never take it)."""
 
+
+class OperatorAction(Signed):
+    """Who asks the release to pause, resume, promote, abort or pass a window, and why.
+
+    An override names the closed window and the one step it lets through.
+    """
+
+    action: OperatorVerb
     by: UserName
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+    reason: Reason
+    window: Annotated[str, StringConstraints(max_length=200)] | None = None
+    """Override only: the name of the closed window it passes."""
+    step: Slug | None = None
+    """Override only: the stage name, or `go-live`, it lets through."""
+
+    @model_validator(mode="after")
+    def _scope(self) -> OperatorAction:
+        overriding = self.action is OperatorVerb.OVERRIDE_WINDOW
+        if overriding and (self.window is None or self.step is None):
+            raise ValueError("an override names the window and the step it lets through")
+        if not overriding and (self.window is not None or self.step is not None):
+            raise ValueError(f"{self.action} takes no window or step")
+        return self
+
+    def statement(self, release_id: str, issued_at: datetime, nonce: str) -> Statement:
+        return Statement(
+            kind=StatementKind.OPERATOR,
+            release_id=release_id,
+            subject=self.action.value,
+            subject_hash=canonical_digest({"window": self.window, "step": self.step}),
+            actor=self.by,
+            comment_digest=digest(self.reason),
+            issued_at=issued_at,
+            nonce=nonce,
+        )
 
 
-class Feedback(Model):
+class Feedback(Signed):
     by: UserName
     rating: int = Field(ge=1, le=5)
     comment: Comment = ""
     at: datetime | None = None
 
+    def statement(self, release_id: str, issued_at: datetime, nonce: str) -> Statement:
+        return Statement(
+            kind=StatementKind.FEEDBACK,
+            release_id=release_id,
+            subject="feedback",
+            subject_hash=canonical_digest({"rating": self.rating}),
+            actor=self.by,
+            comment_digest=digest(self.comment),
+            issued_at=issued_at,
+            nonce=nonce,
+        )
 
-class PlanAmendment(Model):
-    """A new plan proposed while the plan gate is open; it voids earlier plan votes."""
+
+class PlanAmendment(Signed):
+    """A new plan proposed while the plan gate is open; it voids earlier plan votes.
+
+    `plan.revision` must be the current revision + 1, so an amendment written against an
+    older plan never silently replaces a newer one.
+    """
 
     by: UserName
     plan: ReleasePlan
+    reason: Reason
+
+    def statement(self, release_id: str, issued_at: datetime, nonce: str) -> Statement:
+        return Statement(
+            kind=StatementKind.AMENDMENT,
+            release_id=release_id,
+            subject="plan",
+            subject_hash=self.plan.content_hash(),
+            actor=self.by,
+            comment_digest=digest(self.reason),
+            issued_at=issued_at,
+            nonce=nonce,
+        )
+
+
+class AmendmentRecord(Model):
+    """An accepted amendment as the workflow recorded it."""
+
+    amendment: PlanAmendment
+    at: datetime
+    previous_hash: Sha256
+    plan_hash: Sha256
+    changes: list[str] = Field(default_factory=list)
+    """What changed, one line each (`stage quarter: bake 1s -> 0s`)."""
+
+
+class ActionRecord(Model):
+    """An accepted operator action, with its proof, as the evidence keeps it."""
+
+    action: OperatorAction
+    at: datetime
+
+
+class WindowWait(Model):
+    """A step that met a closed window: how long it waited, or who let it through."""
+
+    step: Slug
+    window: str = ""
     reason: Comment = ""
+    since: datetime
+    until: datetime | None = None
+    override: OperatorAction | None = None
+
+
+class DeployRecord(Model):
+    environment: Environment
+    version: Version
+    previous_version: Version | None = None
+    at: datetime
 
 
 # --- status (the `status` query) -------------------------------------------
@@ -560,6 +565,10 @@ class StageStatus(Model):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     note: Comment = ""
+    health: HealthReport | None = None
+    """The last health report: what an approver decides a marginal stage on."""
+    decisions: list[Approval] = Field(default_factory=list)
+    """Every human decision taken at this stage's marginal gate, kept after it closes."""
 
 
 class ReleaseStatus(Model):
@@ -570,8 +579,8 @@ class ReleaseStatus(Model):
     phase: Phase = Phase.REQUESTED
     outcome: Outcome | None = None
     risk: Risk | None = None
-    awaiting: str = ""
-    """Who or what the release waits for (`cab:alice,bob`, `window`, `operator`)."""
+    awaiting: list[str] = Field(default_factory=list)
+    """Who or what the release waits for (`alice`, `window`, `operator`, `release:<id>`)."""
     paused: bool = False
     gates: dict[Gate, GateStatus] = Field(default_factory=dict)
     plan: ReleasePlan | None = None
@@ -587,8 +596,17 @@ class ReleaseStatus(Model):
     """Set when a compensation kept failing: an operator must act."""
     feedback: list[Feedback] = Field(default_factory=list)
     kpis: dict[str, float] = Field(default_factory=dict)
-    window_overrides: list[OperatorAction] = Field(default_factory=list)
+    tests: TestReport | None = None
+    deploys: list[DeployRecord] = Field(default_factory=list)
+    amendments: list[AmendmentRecord] = Field(default_factory=list)
+    actions: list[ActionRecord] = Field(default_factory=list)
+    """Accepted operator actions, signed; overrides among them."""
+    window_waits: list[WindowWait] = Field(default_factory=list)
+    refusals: list[Refusal] = Field(default_factory=list)
+    """The latest refused messages (bounded); `refused` counts them all."""
+    refused: int = 0
     reason: Comment = ""
 
 
 CloseChangeInput.model_rebuild()
+EvidenceInput.model_rebuild()
