@@ -1,4 +1,4 @@
-"""The worker-side service catalog: commands, environments, probes and CAB rosters per service.
+"""The worker-side service catalog: commands, environments, probes, people, keys and roles.
 
 The catalog is the only source of commands relman runs: a release request names a service
 and a version, never a command. Commands are argv lists (never a shell string); their
@@ -7,6 +7,11 @@ arguments may hold placeholders from a fixed set per command kind (`{version}`,
 
 Paths in the file are resolved against the catalog file's directory; path fields may use
 `{catalog_dir}` and `{data_dir}` (the worker's data directory).
+
+It is also the only source of who may do what: the people and their public keys, the
+identity providers trusted to vouch for them, the roles per service and the change models.
+`read_trust` reads that governance part alone, for an auditor who has the catalog file but
+not the services' directories.
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -27,6 +32,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -36,14 +42,22 @@ from pydantic import (
 
 from relman.contracts import (
     AcceptanceCriteria,
+    ChangeModel,
     Criticality,
     Environment,
     GateTimeouts,
+    PersonTrust,
+    ProviderTrust,
+    PublicKeyText,
+    Role,
     RolloutStage,
     ServiceName,
     ServiceProfile,
+    Slug,
+    Trust,
     UserName,
 )
+from relman.identity.keys import key_id, parse_public, public_text, read_public_file
 
 CATALOG_ENV = "RELMAN_CATALOG"
 """Environment variable naming the catalog file (read by the worker's settings)."""
@@ -61,12 +75,16 @@ HEALTH_PLACEHOLDERS = frozenset(
 )
 PATH_PLACEHOLDERS = frozenset({"catalog_dir", "data_dir"})
 
+MAX_KEYS = 10
+"""Keys per person or provider: enough for a rotation or two (the contracts' bound)."""
 SECRET_MIN_LENGTH = 4
 """Shorter values would be masked wherever they happen to occur in output; refused at start."""
 SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,63}$")]
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+T = TypeVar("T")
 
 
 class CatalogError(ValueError):
@@ -164,6 +182,51 @@ def _resolve_path(value: str, info: ValidationInfo) -> Path:
     if not path.is_absolute():
         path = catalog_dir / path
     return Path(os.path.normpath(path))
+
+
+class KeySpec(_Strict):
+    """Public keys inline (`keys`) or in `.pub` files (`key_files`, read when the catalog loads)."""
+
+    keys: list[str] = Field(default_factory=list, max_length=MAX_KEYS)
+    key_files: list[Path] = Field(default_factory=list, max_length=MAX_KEYS)
+    min_keys: ClassVar[int] = 0
+    _public: list[str] = PrivateAttr(default_factory=list)
+
+    @field_validator("keys")
+    @classmethod
+    def _parse(cls, v: list[str]) -> list[str]:
+        # Normalised, so the same key written two ways is still recognised as one.
+        return [public_text(parse_public(text)) for text in v]
+
+    @field_validator("key_files", mode="before")
+    @classmethod
+    def _paths(cls, v: Any, info: ValidationInfo) -> Any:
+        if not isinstance(v, list):
+            return v
+        return [_resolve_path(str(p), info) for p in v]
+
+    @model_validator(mode="after")
+    def _read_files(self) -> KeySpec:
+        found = [*self.keys, *(read_public_file(path) for path in self.key_files)]
+        public = list(dict.fromkeys(found))
+        if len(public) < self.min_keys:
+            raise ValueError("give at least one public key (keys or key_files)")
+        if len(public) > MAX_KEYS:
+            raise ValueError(f"at most {MAX_KEYS} keys (got {len(public)})")
+        self._public = public
+        return self
+
+    @property
+    def public_keys(self) -> list[str]:
+        """Every key, inline and from files, each once."""
+        return list(self._public)
+
+
+class ProviderSpec(KeySpec):
+    """An identity provider (the web console) and the people it may vouch for."""
+
+    min_keys: ClassVar[int] = 1
+    vouches_for: list[UserName] = Field(default_factory=list)
 
 
 class BuildSpec(_Strict):
@@ -312,7 +375,81 @@ class CiSpec(_Strict):
     criticality: Criticality = Criticality.MEDIUM
 
 
-class ServiceSpec(_Strict):
+def _unique(names: list[str]) -> list[str]:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(twice)} listed twice")
+    return names
+
+
+class ServiceRoles(_Strict):
+    """Who may do what for one service, and its stages (which change models may name)."""
+
+    stages: list[RolloutStage] = Field(min_length=1, max_length=10)
+    cab: CabSpec
+    ecab: list[UserName] = Field(default_factory=list)
+    operators: list[UserName] = Field(default_factory=list)
+    """Pause, resume, promote, abort."""
+    change_managers: list[UserName] = Field(default_factory=list)
+    """Let one exposure step through one closed window."""
+    release_managers: list[UserName] = Field(default_factory=list)
+    """Amend the plan while the plan gate is open."""
+    change_models: list[ChangeModel] = Field(default_factory=list, max_length=20)
+    """The only changes that may be `standard` (pre-approved, no CAB gate)."""
+
+    @field_validator("stages")
+    @classmethod
+    def _increasing(cls, v: list[RolloutStage]) -> list[RolloutStage]:
+        for before, after in itertools.pairwise(v):
+            if after.percent <= before.percent:
+                raise ValueError(
+                    f"stage percents must increase: {before.name}={before.percent} "
+                    f"then {after.name}={after.percent}"
+                )
+        if len({s.name for s in v}) != len(v):
+            raise ValueError("stage names must be unique")
+        return v
+
+    @field_validator("ecab", "operators", "change_managers", "release_managers")
+    @classmethod
+    def _once(cls, v: list[str]) -> list[str]:
+        return _unique(v)
+
+    @field_validator("change_models")
+    @classmethod
+    def _known_stages(cls, v: list[ChangeModel], info: ValidationInfo) -> list[ChangeModel]:
+        _unique([m.name for m in v])
+        if "stages" not in info.data:
+            return v  # the stages are invalid, and that is reported already
+        known = [s.name for s in info.data["stages"]]
+        for model in v:
+            unknown = [s for s in model.stages if s not in known]
+            if unknown:
+                raise ValueError(
+                    f"change model {model.name}: unknown stage(s) {', '.join(unknown)}; "
+                    f"the service's stages are {', '.join(known)}"
+                )
+        return v
+
+    def roles(self) -> dict[Role, list[str]]:
+        return {
+            Role.CAB: list(self.cab.members),
+            Role.ECAB: list(self.ecab),
+            Role.OPERATORS: list(self.operators),
+            Role.CHANGE_MANAGERS: list(self.change_managers),
+            Role.RELEASE_MANAGERS: list(self.release_managers),
+        }
+
+    def named_people(self) -> Iterator[tuple[str, list[str]]]:
+        """(field, names) for every list of people: each must be declared when signing."""
+        yield "cab.members", list(self.cab.members)
+        for role in ("ecab", "operators", "change_managers", "release_managers"):
+            yield role, list(getattr(self, role))
+        for i, model in enumerate(self.change_models):
+            yield f"change_models.{i}.requesters", list(model.requesters)
+
+
+class ServiceSpec(ServiceRoles):
     description: str = ""
     ci_name: CiName | None = None
     """The CMDB name of the service's CI; defaults to the service name."""
@@ -331,9 +468,6 @@ class ServiceSpec(_Strict):
     tests: list[SuiteSpec] = Field(default_factory=list)
     environments: dict[Environment, EnvironmentSpec]
     health: HealthSpec
-    stages: list[RolloutStage] = Field(min_length=1, max_length=10)
-    cab: CabSpec
-    ecab: list[UserName] = Field(default_factory=list)
     review_period: timedelta = timedelta(days=1)
     timeouts: GateTimeouts = Field(default_factory=GateTimeouts)
     min_pass_rate: float = Field(default=1.0, ge=0, le=1)
@@ -367,19 +501,6 @@ class ServiceSpec(_Strict):
             raise ValueError("staging and production must not share a base directory")
         return v
 
-    @field_validator("stages")
-    @classmethod
-    def _increasing(cls, v: list[RolloutStage]) -> list[RolloutStage]:
-        for before, after in itertools.pairwise(v):
-            if after.percent <= before.percent:
-                raise ValueError(
-                    f"stage percents must increase: {before.name}={before.percent} "
-                    f"then {after.name}={after.percent}"
-                )
-        if len({s.name for s in v}) != len(v):
-            raise ValueError("stage names must be unique")
-        return v
-
     @field_validator("tests")
     @classmethod
     def _unique_suites(cls, v: list[SuiteSpec]) -> list[SuiteSpec]:
@@ -405,11 +526,120 @@ class ServiceSpec(_Strict):
         return self.environments[environment].base_dir
 
 
-class Catalog(_Strict):
-    services: dict[ServiceName, ServiceSpec]
-    configuration_items: list[CiSpec] = Field(default_factory=list)
+def _lookup(services: Mapping[str, T], name: str) -> T:
+    try:
+        return services[name]
+    except KeyError:
+        raise UnknownService(name, sorted(services)) from None
+
+
+class CatalogTrust(_Strict):
+    """The governance part of a catalog: a Trust per service and the worker's evidence keys."""
+
+    path: Path
+    services: dict[ServiceName, Trust]
+    evidence_keys: list[PublicKeyText] = Field(default_factory=list)
+    """Keys that sign release evidence (`relman verify` checks the envelope against them)."""
+
+    def service(self, name: str) -> Trust:
+        """The trust of one service; `UnknownService` when the catalog lacks it."""
+        return _lookup(self.services, name)
+
+
+class _Governance(_Strict):
+    """The top level of a catalog that says who may act: people, providers, evidence keys."""
+
     path: Path = Path("catalog.yaml")
     data_dir: Path = Path(".")
+    signatures: Literal["required", "off"] = "required"
+    """`off` only for throw-away setups: names in messages are then taken on trust."""
+    people: dict[UserName, KeySpec] = Field(default_factory=dict)
+    identity_providers: dict[Slug, ProviderSpec] = Field(default_factory=dict)
+    evidence: KeySpec = Field(default_factory=KeySpec)
+    services: Mapping[ServiceName, ServiceRoles]
+
+    @model_validator(mode="after")
+    def _one_owner_per_key(self) -> _Governance:
+        # A key that speaks for two owners would let one of them sign as the other.
+        owners: dict[str, str] = {}
+        for owner, spec in self._key_owners():
+            for key in spec.public_keys:
+                other = owners.setdefault(key, owner)
+                if other != owner:
+                    raise ValueError(
+                        f"{owner}: key {key_id(key)} is also listed under {other}; a key speaks for one owner"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _people_declared(self) -> _Governance:
+        if self.signatures == "off":
+            return self
+        vouched = {name for spec in self.identity_providers.values() for name in spec.vouches_for}
+        for name, spec in self.people.items():
+            if not spec.public_keys and name not in vouched:
+                raise ValueError(
+                    f"people.{name}: no public key (keys or key_files) and no identity provider "
+                    f"vouches for {name}, so {name} could never sign"
+                )
+        named = [
+            (f"identity_providers.{n}.vouches_for", list(p.vouches_for))
+            for n, p in self.identity_providers.items()
+        ]
+        for service, roles in self.services.items():
+            named += [(f"services.{service}.{field}", names) for field, names in roles.named_people()]
+        for where, names in named:
+            for name in names:
+                if name not in self.people:
+                    raise ValueError(
+                        f"{where}: {name} is not a declared person; declare {name} under `people` "
+                        "with a public key (or set `signatures: off`)"
+                    )
+        return self
+
+    def _key_owners(self) -> Iterator[tuple[str, KeySpec]]:
+        for name, person in self.people.items():
+            yield f"people.{name}", person
+        for name, provider in self.identity_providers.items():
+            yield f"identity_providers.{name}", provider
+        yield "evidence", self.evidence
+
+    def service_trust(self, name: str) -> Trust:
+        """Who may do what for one service, with which keys; `UnknownService` if unknown."""
+        roles = _lookup(self.services, name)
+        return Trust(
+            signatures=self.signatures,
+            people=[PersonTrust(name=n, keys=p.public_keys) for n, p in self.people.items()],
+            providers=[
+                ProviderTrust(name=n, keys=p.public_keys, vouches_for=list(p.vouches_for))
+                for n, p in self.identity_providers.items()
+            ],
+            roles=roles.roles(),
+            quorum=roles.cab.quorum,
+            change_models=list(roles.change_models),
+        )
+
+    def trust(self) -> CatalogTrust:
+        return CatalogTrust(
+            path=self.path,
+            services={name: self.service_trust(name) for name in self.services},
+            evidence_keys=self.evidence.public_keys,
+        )
+
+
+class _ServiceRolesOnly(ServiceRoles):
+    # The rest of a service (workdir, commands) is the worker's business, not an auditor's.
+    model_config = ConfigDict(extra="ignore")
+
+
+class _TrustFile(_Governance):
+    model_config = ConfigDict(extra="ignore")
+    services: dict[ServiceName, _ServiceRolesOnly]
+
+
+class Catalog(_Governance):
+    services: dict[ServiceName, ServiceSpec]
+    configuration_items: list[CiSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _relationship_targets(self) -> Catalog:
@@ -442,21 +672,16 @@ class Catalog(_Strict):
 
     def service(self, name: str) -> ServiceSpec:
         """The spec of one service; `UnknownService` when the catalog lacks it."""
-        try:
-            return self.services[name]
-        except KeyError:
-            raise UnknownService(name, sorted(self.services)) from None
+        return _lookup(self.services, name)
 
     def profile(self, name: str) -> ServiceProfile:
-        """The workflow-facing view of a service: roster, stages, acceptance, timeouts."""
+        """The workflow-facing view of a service: trust (keys, roles), stages, acceptance, timeouts."""
         spec = self.service(name)
         return ServiceProfile(
             service=name,
             ci_name=spec.ci_name or name,
             criticality=spec.criticality,
-            cab_members=list(spec.cab.members),
-            cab_quorum=spec.cab.quorum,
-            ecab_members=list(spec.ecab),
+            trust=self.service_trust(name),
             stages=list(spec.stages),
             acceptance=AcceptanceCriteria(
                 min_pass_rate=spec.min_pass_rate,
@@ -490,6 +715,19 @@ def service_names(path: str | os.PathLike[str]) -> list[str]:
     return sorted(str(name) for name in services)
 
 
+def people_names(path: str | os.PathLike[str]) -> list[str]:
+    """The people a catalog file declares, read without validating anything else.
+
+    The demo and tests make these people's keys before the catalog, which reads their
+    `.pub` files, can load.
+    """
+    file = Path(path).expanduser()
+    people = _read_mapping(file).get("people") or {}
+    if not isinstance(people, dict):
+        raise CatalogError(f"{file.name}: people: must be a mapping of name to keys")
+    return sorted(str(name) for name in people)
+
+
 def _read_mapping(file: Path) -> dict[Any, Any]:
     """The catalog file parsed as YAML; `CatalogError` unless it is a readable mapping."""
     try:
@@ -503,12 +741,10 @@ def _read_mapping(file: Path) -> dict[Any, Any]:
     return raw
 
 
-def load_catalog(path: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None) -> Catalog:
-    """Read and validate a catalog file; `CatalogError` says what is wrong and where.
+G = TypeVar("G", bound=_Governance)
 
-    `data_dir` fills `{data_dir}` in paths; default `$RELMAN_DATA_DIR`, else
-    `<catalog dir>/.relman`.
-    """
+
+def _validate(model: type[G], path: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None) -> G:
     file = Path(path).expanduser().resolve()
     raw = _read_mapping(file)
     data_root = Path(data_dir or os.environ.get(DATA_DIR_ENV) or file.parent / ".relman").expanduser()
@@ -516,6 +752,27 @@ def load_catalog(path: str | os.PathLike[str], *, data_dir: str | os.PathLike[st
         data_root = Path.cwd() / data_root
     context = {"catalog_dir": file.parent, "data_dir": data_root}
     try:
-        return Catalog.model_validate({**raw, "path": file, "data_dir": data_root}, context=context)
+        return model.model_validate({**raw, "path": file, "data_dir": data_root}, context=context)
     except ValidationError as exc:
         raise CatalogError(_format_errors(file, exc)) from None
+
+
+def load_catalog(path: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None) -> Catalog:
+    """Read and validate a catalog file; `CatalogError` says what is wrong and where.
+
+    `data_dir` fills `{data_dir}` in paths; default `$RELMAN_DATA_DIR`, else
+    `<catalog dir>/.relman`.
+    """
+    return _validate(Catalog, path, data_dir)
+
+
+def read_trust(
+    path: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None
+) -> CatalogTrust:
+    """The governance part of a catalog file: a Trust per service and the evidence keys.
+
+    Validated as `load_catalog` validates it (keys, key files, roles, change models), but the
+    services' workdirs, commands and executables are not looked at: an auditor verifying
+    release evidence offline has the catalog file, not the services' directories.
+    """
+    return _validate(_TrustFile, path, data_dir).trust()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -20,6 +20,7 @@ from temporalio.runtime import Runtime
 
 from relman.contracts import TASK_QUEUE
 from relman.errors import ConfigError, RelmanError
+from relman.identity.keys import WORKER
 
 DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,13 @@ class Settings(BaseSettings):
     """Service catalog (YAML): commands, environments and CAB roster per service."""
     data_dir: Path = Path(".relman")
     """Where the SQLite CMDB, environments, flags and packages live by default."""
+    keys_dir: Path = Field(default=None, validate_default=True)
+    """Private keys (`<name>.key`, mode 0600) and their `.pub` files; default `<data_dir>/keys`."""
+    evidence_key: Path = Field(default=None, validate_default=True)
+    """The worker's private key that signs release evidence; default
+    `<keys_dir>/relman-worker.key`."""
+    key_passphrase: SecretStr | None = None
+    """Unlocks passphrase-protected keys; a SecretStr so no repr or log shows it."""
     cmdb_url: str | None = None
     """SQLAlchemy URL of the CMDB; default `sqlite:///<data_dir>/cmdb.sqlite`."""
     task_queue: str = Field(default=TASK_QUEUE, min_length=1, max_length=200)
@@ -84,6 +92,24 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("keys_dir", "evidence_key", mode="before")
+    @classmethod
+    def _key_paths(cls, value: Any, info: ValidationInfo) -> Any:
+        # Defaults follow the directory above them, read once here: a copy of the settings
+        # that moves `data_dir` must pass `keys_dir` and `evidence_key` along.
+        if value is not None and str(value).strip():
+            return Path(value).expanduser().resolve()
+        if info.field_name == "keys_dir" and "data_dir" in info.data:
+            return info.data["data_dir"] / "keys"
+        if info.field_name == "evidence_key" and "keys_dir" in info.data:
+            return info.data["keys_dir"] / f"{WORKER}.key"
+        return value  # the directory above is invalid and already reported
+
+    @field_validator("key_passphrase", mode="before")
+    @classmethod
+    def _no_empty_passphrase(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @field_validator("catalog", mode="after")
     @classmethod

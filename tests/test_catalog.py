@@ -9,10 +9,24 @@ from typing import Any
 import pytest
 import yaml
 
-from relman.catalog import CatalogError, UnknownService, load_catalog, render_argv
-from relman.contracts import Environment
+from relman.catalog import (
+    CatalogError,
+    UnknownService,
+    load_catalog,
+    people_names,
+    read_trust,
+    render_argv,
+)
+from relman.contracts import ChangeModel, Environment, Risk, Role
+from relman.identity.keys import WORKER, Signer, ensure_keys
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "catalog.yaml"
+KEYS = {name: Signer.generate(name) for name in ("alice", "bob", "carol", "pat")}
+"""Real keys, made once: every test catalog declares its people with them."""
+
+
+def person(*names: str) -> dict[str, Any]:
+    return {name: {"keys": [KEYS[name].public]} for name in names}
 
 
 def base_service(workdir: str = "src") -> dict[str, Any]:
@@ -31,8 +45,10 @@ def base_service(workdir: str = "src") -> dict[str, Any]:
 
 
 def write(tmp_path: Path, service: dict[str, Any], **top: Any) -> Path:
+    """A catalog of one service; its CAB (alice, bob) declared with keys unless `people` is given."""
     (tmp_path / "src").mkdir(exist_ok=True)
     path = tmp_path / "catalog.yaml"
+    top.setdefault("people", person("alice", "bob"))
     path.write_text(yaml.safe_dump({"services": {"greeter": service}, **top}))
     return path
 
@@ -45,15 +61,36 @@ def error_of(tmp_path: Path, service: dict[str, Any], **top: Any) -> str:
 
 def test_example_catalog_loads_from_any_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    signers = ensure_keys(tmp_path / "data" / "keys", [*people_names(EXAMPLE), WORKER])
     catalog = load_catalog(EXAMPLE, data_dir=tmp_path / "data")
     spec = catalog.service("greeter")
     assert spec.workdir == EXAMPLE.parent / "greeter"
     assert spec.env_dir(Environment.STAGING) == tmp_path / "data" / "envs" / "greeter" / "staging"
     profile = catalog.profile("greeter")
-    assert profile.cab_members == ["alice", "bob", "carol", "dave"] and profile.cab_quorum == 2
-    assert profile.ecab_members == ["erin"]
+    trust = profile.trust
+    assert trust.signatures == "required"
+    assert trust.members(Role.CAB) == ["alice", "bob", "carol", "dave"] and trust.quorum == 2
+    assert trust.members(Role.ECAB) == ["erin"]
+    assert trust.members(Role.OPERATORS) == ["oli"]
+    assert trust.members(Role.CHANGE_MANAGERS) == ["carol"]
+    assert trust.members(Role.RELEASE_MANAGERS) == ["rita"]
+    assert trust.keys_of("carol") == [signers["carol"].public]
+    model = trust.change_model("docs-only")
+    assert model is not None and model.requesters == ["pat"] and model.max_risk is Risk.LOW
     assert [s.percent for s in profile.stages] == [0, 1, 5, 25]
     assert profile.acceptance.max_error_rate == spec.health.max_error_rate
+    # The requester of every example release is a declared person with a key.
+    for manifest in (EXAMPLE.parent / "releases").glob("*.yaml"):
+        assert trust.keys_of(yaml.safe_load(manifest.read_text())["requested_by"])
+    assert read_trust(EXAMPLE, data_dir=tmp_path / "data").evidence_keys == [signers[WORKER].public]
+
+
+def test_example_catalog_without_keys_names_the_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError) as exc:
+        load_catalog(EXAMPLE, data_dir=tmp_path / "data")
+    assert f"people.alice: public key file {tmp_path / 'data' / 'keys' / 'alice.pub'} cannot be read" in str(
+        exc.value
+    )
 
 
 def test_relative_paths_resolve_against_the_catalog(tmp_path: Path) -> None:
@@ -168,3 +205,180 @@ def test_secret_problems_name_the_service_and_the_variable(tmp_path: Path) -> No
         "services.greeter.secrets: REGISTRY_TOKEN is not set in the worker's environment",
         "services.greeter.secrets: SIGNING_KEY is not set in the worker's environment",
     ]
+
+
+# --- people, keys, roles and change models -----------------------------------------
+
+
+def test_key_files_are_read_at_load_and_a_person_may_have_several_keys(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "data" / "keys"
+    signers = ensure_keys(keys_dir, ["alice", "bob"])
+    rotated = Signer.generate("alice")
+    people = {
+        "alice": {"keys": [rotated.public], "key_files": ["{data_dir}/keys/alice.pub"]},
+        "bob": {"key_files": [str(keys_dir / "bob.pub")]},
+    }
+    catalog = load_catalog(write(tmp_path, base_service(), people=people), data_dir=tmp_path / "data")
+    trust = catalog.profile("greeter").trust
+    assert trust.keys_of("alice") == [rotated.public, signers["alice"].public]
+    assert trust.keys_of("bob") == [signers["bob"].public]
+
+
+def test_a_missing_key_file_names_the_person_and_the_path(tmp_path: Path) -> None:
+    people = {**person("bob"), "alice": {"key_files": ["keys/alice.pub"]}}
+    msg = error_of(tmp_path, base_service(), people=people)
+    assert msg.startswith("catalog.yaml: people.alice: public key file ")
+    assert str(tmp_path / "keys" / "alice.pub") in msg and "cannot be read" in msg
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI\n", "must start with ed25519:"),
+        ("ed25519:AAAA\n", "is not a valid Ed25519 key"),
+        ("", "must hold one ed25519:... line (found 0 lines)"),
+    ],
+)
+def test_an_invalid_key_file_names_the_person_and_the_path(tmp_path: Path, content: str, reason: str) -> None:
+    (tmp_path / "alice.pub").write_text(content)
+    people = {**person("bob"), "alice": {"key_files": ["{catalog_dir}/alice.pub"]}}
+    msg = error_of(tmp_path, base_service(), people=people)
+    assert msg.startswith(f"catalog.yaml: people.alice: public key file {tmp_path / 'alice.pub'}")
+    assert reason in msg
+
+
+def test_an_invalid_inline_key_is_refused(tmp_path: Path) -> None:
+    people = {**person("bob"), "alice": {"keys": ["ed25519:not-base64!"]}}
+    msg = error_of(tmp_path, base_service(), people=people)
+    assert "people.alice.keys" in msg and "is not a valid Ed25519 key" in msg
+
+
+def test_a_key_listed_for_two_people_is_refused(tmp_path: Path) -> None:
+    people = {"alice": {"keys": [KEYS["alice"].public]}, "bob": {"keys": [KEYS["alice"].public]}}
+    msg = error_of(tmp_path, base_service(), people=people)
+    assert f"people.bob: key {KEYS['alice'].key_id} is also listed under people.alice" in msg
+
+
+def test_the_evidence_key_is_nobodys_personal_key(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, base_service(), evidence={"keys": [KEYS["bob"].public]})
+    assert "evidence: key" in msg and "also listed under people.bob" in msg
+
+
+@pytest.mark.parametrize(
+    ("role", "value", "where"),
+    [
+        ("cab", {"members": ["alice", "bob", "mallory"], "quorum": 2}, "services.greeter.cab.members"),
+        ("ecab", ["mallory"], "services.greeter.ecab"),
+        ("operators", ["mallory"], "services.greeter.operators"),
+        ("change_managers", ["mallory"], "services.greeter.change_managers"),
+        ("release_managers", ["mallory"], "services.greeter.release_managers"),
+        (
+            "change_models",
+            [{"name": "docs", "description": "Docs", "requesters": ["mallory"]}],
+            "services.greeter.change_models.0.requesters",
+        ),
+    ],
+)
+def test_every_role_member_is_a_declared_person_when_signatures_are_required(
+    tmp_path: Path, role: str, value: Any, where: str
+) -> None:
+    svc = base_service()
+    svc[role] = value
+    msg = error_of(tmp_path, svc)
+    assert f"{where}: mallory is not a declared person" in msg
+
+
+def test_a_declared_person_with_no_key_is_refused(tmp_path: Path) -> None:
+    svc = base_service()
+    svc["operators"] = ["carol"]
+    msg = error_of(tmp_path, svc, people={**person("alice", "bob"), "carol": {}})
+    assert "people.carol: no public key (keys or key_files)" in msg
+
+
+def test_signatures_off_allows_undeclared_people(tmp_path: Path) -> None:
+    svc = base_service()
+    svc["operators"] = ["mallory"]
+    catalog = load_catalog(write(tmp_path, svc, signatures="off", people={}), data_dir=tmp_path / "data")
+    trust = catalog.profile("greeter").trust
+    assert trust.signatures == "off" and trust.people == []
+    assert trust.members(Role.OPERATORS) == ["mallory"]
+
+
+def test_signatures_is_required_or_off(tmp_path: Path) -> None:
+    assert "signatures: Input should be 'required' or 'off'" in error_of(
+        tmp_path, base_service(), signatures="no"
+    )
+
+
+def test_a_role_lists_a_person_once(tmp_path: Path) -> None:
+    svc = base_service()
+    svc["operators"] = ["alice", "alice"]
+    assert "services.greeter.operators: alice listed twice" in error_of(tmp_path, svc)
+
+
+def test_identity_providers_vouch_for_declared_people(tmp_path: Path) -> None:
+    console = Signer.generate("console")
+    svc = base_service()
+    svc["operators"] = ["carol"]
+    # carol has no key of her own: the console signs her in and vouches for her.
+    people = {**person("alice", "bob"), "carol": {}}
+    providers = {"console": {"keys": [console.public], "vouches_for": ["carol"]}}
+    catalog = load_catalog(write(tmp_path, svc, people=people, identity_providers=providers))
+    [provider] = catalog.profile("greeter").trust.providers
+    assert provider.name == "console" and provider.keys == [console.public]
+    assert provider.vouches_for == ["carol"]
+
+    providers["console"]["vouches_for"] = ["mallory"]
+    msg = error_of(tmp_path, svc, people=person("alice", "bob", "carol"), identity_providers=providers)
+    assert "identity_providers.console.vouches_for: mallory is not a declared person" in msg
+    msg = error_of(tmp_path, svc, people=person("alice", "bob", "carol"), identity_providers={"console": {}})
+    assert "identity_providers.console: give at least one public key" in msg
+
+
+def test_change_models_name_the_services_stages(tmp_path: Path) -> None:
+    svc = base_service()
+    svc["change_models"] = [
+        {"name": "docs", "description": "Docs only", "stages": ["one", "everywhere"], "requesters": ["pat"]}
+    ]
+    msg = error_of(tmp_path, svc, people=person("alice", "bob", "pat"))
+    assert "services.greeter.change_models: change model docs: unknown stage(s) everywhere" in msg
+    assert "the service's stages are one, all" in msg
+
+    svc["change_models"][0]["stages"] = ["one"]
+    catalog = load_catalog(write(tmp_path, svc, people=person("alice", "bob", "pat")))
+    assert catalog.profile("greeter").trust.change_models == [
+        ChangeModel(
+            name="docs", description="Docs only", stages=["one"], max_risk=Risk.LOW, requesters=["pat"]
+        )
+    ]
+
+
+def test_read_trust_needs_only_the_catalog_file(tmp_path: Path) -> None:
+    """An auditor has the catalog, not the services' workdirs, commands or executables."""
+    svc = base_service(workdir="/nonexistent/greeter")
+    svc["build"]["command"] = ["no-such-tool-xyz"]
+    svc["operators"] = ["carol"]
+    path = write(
+        tmp_path, svc, people=person("alice", "bob", "carol"), evidence={"keys": [KEYS["pat"].public]}
+    )
+    assert "services.greeter.workdir" in error_of(
+        tmp_path, svc, people=person("alice", "bob", "carol"), evidence={"keys": [KEYS["pat"].public]}
+    )
+    trust = read_trust(path)
+    assert trust.evidence_keys == [KEYS["pat"].public]
+    assert trust.service("greeter").members(Role.OPERATORS) == ["carol"]
+    assert trust.service("greeter").quorum == 2
+    with pytest.raises(UnknownService):
+        trust.service("checkout")
+    # Governance errors are the same as load_catalog's.
+    svc["operators"] = ["mallory"]
+    with pytest.raises(CatalogError) as exc:
+        read_trust(write(tmp_path, svc))
+    assert "services.greeter.operators: mallory is not a declared person" in str(exc.value)
+
+
+def test_profile_and_read_trust_agree(tmp_path: Path) -> None:
+    svc = base_service()
+    svc["release_managers"] = ["carol"]
+    path = write(tmp_path, svc, people=person("alice", "bob", "carol"))
+    assert load_catalog(path).profile("greeter").trust == read_trust(path).service("greeter")
