@@ -11,7 +11,7 @@ code everything the CLI does:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,12 +39,15 @@ from relman.contracts import (
     TASK_QUEUE,
     WORKFLOW_NAME,
     Decision,
+    Delegation,
     Feedback,
     Gate,
     GateState,
     GateStatus,
+    Message,
     Model,
     OperatorAction,
+    OperatorVerb,
     Phase,
     PlanAmendment,
     ReleasePlan,
@@ -55,6 +58,8 @@ from relman.contracts import (
     release_id_problem,
 )
 from relman.errors import ConfigError, NotFoundError, RefusedError, RelmanError
+from relman.identity.keys import Signer
+from relman.identity.signing import Signable, seal
 from relman.progress import RunningStep, running_step
 from relman.visibility import (
     RELEASE_AWAITING,
@@ -75,6 +80,9 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=BaseModel)
+S = TypeVar("S", bound=Signable)
+SignerFor = Callable[[str], Signer]
+"""The signer of a person by name (their key file, a test's keys, the console's provider key)."""
 
 QUERY_TIMEOUT = timedelta(seconds=15)
 UPDATE_TIMEOUT = timedelta(seconds=30)
@@ -154,23 +162,51 @@ def _failure_message(exc: BaseException) -> str:
 class ReleaseClient:
     """Start, approve, steer and find releases on a Temporal cluster."""
 
-    def __init__(self, client: Client, task_queue: str = TASK_QUEUE, catalog: Path | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        task_queue: str = TASK_QUEUE,
+        catalog: Path | None = None,
+        signer: SignerFor | None = None,
+    ) -> None:
         """`catalog`: the worker's catalog file when this process can read it; `start` then
         refuses a service it does not declare before anything reaches Temporal. Without it the
         worker's `validate_request` rejects the release (outcome `rejected`, recorded in the CMDB).
+
+        `signer`: gives the key of the person a method acts as; every request, vote, delegation,
+        amendment, operator action and feedback is signed with it. Without one, messages go
+        unsigned and count only where the catalog turns signatures off.
         """
         self.client = client
         self.task_queue = task_queue
         self.catalog = catalog
+        self.signer = signer
 
     @classmethod
-    async def connect(cls, target_host: str | None = None, task_queue: str | None = None) -> ReleaseClient:
-        """Connect as configured (temporal.toml / TEMPORAL_* / RELMAN_TASK_QUEUE / RELMAN_CATALOG)."""
+    async def connect(
+        cls, target_host: str | None = None, task_queue: str | None = None, signer: SignerFor | None = None
+    ) -> ReleaseClient:
+        """Connect as configured (temporal.toml / TEMPORAL_* / RELMAN_TASK_QUEUE / RELMAN_CATALOG).
+
+        Without `signer`, people sign with their key files in RELMAN_KEYS_DIR (`relman keys init`).
+        """
         from relman.config import connect, load_settings
 
         settings = load_settings()
         catalog = settings.catalog if settings.catalog.is_file() else None
-        return cls(await connect(target_host), task_queue or settings.task_queue, catalog)
+        if signer is None:
+            from relman.cli.keys import load_signer
+
+            def signer(name: str) -> Signer:
+                return load_signer(settings, name)
+
+        return cls(await connect(target_host), task_queue or settings.task_queue, catalog, signer)
+
+    def _sealed(self, message: S, release_id: str, who: str) -> S:
+        """`message` signed as `who` for `release_id`; unchanged when it is already signed."""
+        if self.signer is None or message.proof is not None:
+            return message
+        return seal(message, release_id, self.signer(who))
 
     # --- starting ----------------------------------------------------------
 
@@ -186,6 +222,7 @@ class ReleaseClient:
         if problem := release_id_problem(release_id):
             raise RelmanError(problem)
         self._check_service(request.service)
+        request = self._sealed(request, release_id, request.requested_by)
         try:
             await self.client.start_workflow(
                 WORKFLOW_NAME,
@@ -264,7 +301,9 @@ class ReleaseClient:
             desc = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
             if desc.status == WorkflowExecutionStatus.COMPLETED:
                 return await handle.result(rpc_timeout=QUERY_TIMEOUT), []
-            status = await handle.query("status", result_type=ReleaseStatus, rpc_timeout=QUERY_TIMEOUT)
+            status = await handle.query(
+                Message.STATUS.value, result_type=ReleaseStatus, rpc_timeout=QUERY_TIMEOUT
+            )
         except RPCError as exc:
             if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
                 raise RelmanError(
@@ -368,10 +407,13 @@ class ReleaseClient:
         on_behalf_of: str | None = None,
         comment: str = "",
         subject_hash: str | None = None,
+        delegation: Delegation | None = None,
     ) -> GateStatus:
-        """Approve the open (or given) gate through the `decide` update; refusals raise."""
+        """Approve the open (or given) gate through the `decide` update; refusals raise.
+
+        On behalf of someone, pass the `delegation` they signed (`delegate`)."""
         return await self._decide(
-            release_id, user, Decision.APPROVE, gate, on_behalf_of, comment, subject_hash
+            release_id, user, Decision.APPROVE, gate, on_behalf_of, comment, subject_hash, delegation
         )
 
     async def reject(
@@ -383,18 +425,45 @@ class ReleaseClient:
         reason: str,
         on_behalf_of: str | None = None,
         subject_hash: str | None = None,
+        delegation: Delegation | None = None,
     ) -> GateStatus:
         """Reject (veto) the open (or given) gate; the reason is recorded as the comment."""
         if not reason.strip():
             raise RelmanError("a rejection needs a reason")
-        return await self._decide(release_id, user, Decision.REJECT, gate, on_behalf_of, reason, subject_hash)
+        return await self._decide(
+            release_id, user, Decision.REJECT, gate, on_behalf_of, reason, subject_hash, delegation
+        )
+
+    def delegate(
+        self,
+        delegator: str,
+        delegate: str,
+        services: Sequence[str],
+        gates: Sequence[Gate | str],
+        not_after: datetime,
+    ) -> Delegation:
+        """A delegation signed by `delegator`: `delegate` may vote for them until `not_after`."""
+        delegation = build(
+            Delegation,
+            delegator=delegator,
+            delegate=delegate,
+            services=list(services),
+            gates=[Gate(g) for g in gates],
+            not_after=not_after,
+        )
+        return self._sealed(delegation, "*", delegator)
 
     async def decide(self, release_id: str, vote: Vote) -> GateStatus:
         """Send one vote through the `decide` update and return the gate as it now stands."""
+        vote = self._sealed(vote, release_id, vote.approver)
+        return await self._update(release_id, Message.DECIDE, vote, GateStatus)
+
+    async def _update(self, release_id: str, name: Message, arg: BaseModel, result_type: type[M]) -> M:
+        """An update with a validator: the answer, or RefusedError with the workflow's reason."""
         handle = self._handle(release_id)
         try:
             return await handle.execute_update(
-                "decide", vote, result_type=GateStatus, rpc_timeout=UPDATE_TIMEOUT
+                name.value, arg, result_type=result_type, rpc_timeout=UPDATE_TIMEOUT
             )
         except WorkflowUpdateFailedError as exc:
             raise RefusedError(f"refused: {_failure_message(exc)}") from None
@@ -415,6 +484,7 @@ class ReleaseClient:
         on_behalf_of: str | None,
         comment: str,
         subject_hash: str | None,
+        delegation: Delegation | None = None,
     ) -> GateStatus:
         wanted: Gate | None = Gate(gate) if gate else None
         chosen = wanted
@@ -439,6 +509,7 @@ class ReleaseClient:
             decision=decision,
             approved_hash=subject_hash,
             on_behalf_of=on_behalf_of,
+            delegation=delegation,
             comment=comment,
         )
         return await self.decide(release_id, vote)
@@ -454,41 +525,76 @@ class ReleaseClient:
                 return status
             await asyncio.sleep(0.2)
 
-    # --- operator controls (signals) -----------------------------------------
+    # --- operator controls (validated updates) ---------------------------------
 
-    async def pause(self, release_id: str, by: str, reason: str) -> None:
+    async def pause(self, release_id: str, by: str, reason: str) -> ReleaseStatus:
         """Hold the release before its next step until `resume`."""
-        await self._operator("pause", release_id, by, reason)
+        return await self.operate(release_id, OperatorVerb.PAUSE, by, reason)
 
-    async def resume(self, release_id: str, by: str, reason: str) -> None:
-        await self._operator("resume", release_id, by, reason)
+    async def resume(self, release_id: str, by: str, reason: str) -> ReleaseStatus:
+        return await self.operate(release_id, OperatorVerb.RESUME, by, reason)
 
-    async def promote(self, release_id: str, by: str, reason: str) -> None:
+    async def promote(self, release_id: str, by: str, reason: str) -> ReleaseStatus:
         """Skip the rest of the current bake."""
-        await self._operator("promote", release_id, by, reason)
+        return await self.operate(release_id, OperatorVerb.PROMOTE, by, reason)
 
-    async def abort(self, release_id: str, by: str, reason: str) -> None:
+    async def abort(self, release_id: str, by: str, reason: str) -> ReleaseStatus:
         """Compensate everything done so far and end as `aborted`."""
-        await self._operator("abort", release_id, by, reason)
+        return await self.operate(release_id, OperatorVerb.ABORT, by, reason)
 
-    async def override_window(self, release_id: str, by: str, reason: str) -> None:
-        """Deploy now despite a closed deployment window (recorded with the reason)."""
-        await self._operator("override_window", release_id, by, reason)
+    async def override_window(
+        self, release_id: str, by: str, reason: str, *, window: str | None = None, step: str | None = None
+    ) -> ReleaseStatus:
+        """Let the waiting step through the closed window that holds it (recorded with the reason).
+
+        Without `window` and `step`, the ones the release waits on now are named (and signed).
+        """
+        if window is None or step is None:
+            status = await self.status(release_id)
+            waiting = next((w for w in reversed(status.window_waits) if w.until is None), None)
+            if waiting is None:
+                raise RefusedError(f"{release_id} is not waiting for a deployment window")
+            window, step = window or waiting.window, step or waiting.step
+        return await self.operate(
+            release_id, OperatorVerb.OVERRIDE_WINDOW, by, reason, window=window, step=step
+        )
+
+    async def operate(
+        self,
+        release_id: str,
+        verb: OperatorVerb | str,
+        by: str,
+        reason: str,
+        *,
+        window: str | None = None,
+        step: str | None = None,
+    ) -> ReleaseStatus:
+        """One signed operator action through the `operate` update; refusals raise with the reason."""
+        action = build(OperatorAction, action=verb, by=by, reason=reason, window=window, step=step)
+        action = self._sealed(action, release_id, by)
+        return await self._update(release_id, Message.OPERATE, action, ReleaseStatus)
 
     async def feedback(self, release_id: str, by: str, rating: int, comment: str = "") -> None:
-        """Feedback during the review period (rating 1-5)."""
-        await self._signal(release_id, "feedback", build(Feedback, by=by, rating=rating, comment=comment))
+        """Feedback during the review period (rating 1-5), signed by who gives it."""
+        message = self._sealed(build(Feedback, by=by, rating=rating, comment=comment), release_id, by)
+        await self._signal(release_id, Message.FEEDBACK, message)
 
-    async def amend_plan(self, release_id: str, by: str, plan: ReleasePlan, reason: str = "") -> None:
-        """Propose a new plan while the plan gate is open; earlier plan votes stop counting."""
-        await self._signal(release_id, "amend_plan", build(PlanAmendment, by=by, plan=plan, reason=reason))
+    async def amend_plan(self, release_id: str, by: str, plan: ReleasePlan, reason: str) -> ReleasePlan:
+        """Replace the plan while the plan gate is open; earlier plan votes stop counting.
 
-    async def _operator(self, signal: str, release_id: str, by: str, reason: str) -> None:
-        await self._signal(release_id, signal, build(OperatorAction, by=by, reason=reason))
+        The amendment is the next revision of the plan the release holds now; the answer is
+        the plan that votes now bind to.
+        """
+        status = await self.status(release_id)
+        if status.plan is None:
+            raise RefusedError(f"{release_id} has no plan yet (phase {status.phase.value})")
+        plan = plan.model_copy(update={"revision": status.plan.revision + 1})
+        amendment = self._sealed(build(PlanAmendment, by=by, plan=plan, reason=reason), release_id, by)
+        return await self._update(release_id, Message.AMEND, amendment, ReleasePlan)
 
-    async def _signal(self, release_id: str, signal: str, arg: BaseModel) -> None:
+    async def _signal(self, release_id: str, signal: Message, arg: BaseModel) -> None:
         try:
-            await self._handle(release_id).signal(signal, arg, rpc_timeout=QUERY_TIMEOUT)
+            await self._handle(release_id).signal(signal.value, arg, rpc_timeout=QUERY_TIMEOUT)
         except RPCError as exc:
             raise self._rpc_error(exc, release_id) from None
 

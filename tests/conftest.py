@@ -14,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from relman.visibility import ALL_KEYS, register_search_attributes
+from tests import people
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)
@@ -42,7 +43,10 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
     )
     await register_search_attributes(env.client)
+    # Signed messages must be issued on the server's clock, which this server skips ahead.
+    people.CLOCK = env
     yield env
+    people.CLOCK = None
     await env.shutdown()
 
 

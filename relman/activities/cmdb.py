@@ -22,6 +22,7 @@ from relman.contracts import (
     Activity,
     ChangeRecordInput,
     CloseChangeInput,
+    EventInput,
     LeaseDecision,
     LeaseInput,
     WindowDecision,
@@ -47,6 +48,7 @@ class CmdbActivities:
             self.check_window,
             self.acquire_lease,
             self.release_lease,
+            self.record_event,
         ]
 
     async def _call(self, fn: Callable[[], T]) -> T:
@@ -69,6 +71,21 @@ class CmdbActivities:
         """Move the change to `inp.status`, with `inp.note` as its reason."""
         applied = await self._call(lambda: self.store.update_change(inp))
         log.info("cmdb.change_updated", key=inp.idempotency_key, status=inp.status, applied=applied)
+
+    @activity.defn(name=Activity.RECORD_EVENT)
+    async def record_event(self, inp: EventInput) -> None:
+        """An audit row for what a person did to a running release (an amendment, an override)."""
+        applied = await self._call(
+            lambda: self.store.append_audit(
+                inp.idempotency_key,
+                actor=inp.actor,
+                action=inp.action,
+                subject=inp.release_id,
+                release_id=inp.release_id,
+                detail=inp.detail,
+            )
+        )
+        log.info("cmdb.event_recorded", key=inp.idempotency_key, action=inp.action, applied=applied)
 
     @activity.defn(name=Activity.CLOSE_CHANGE)
     async def close_change(self, inp: CloseChangeInput) -> None:

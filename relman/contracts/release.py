@@ -194,6 +194,11 @@ class GateStatus(Model):
     votes: list[Approval] = Field(default_factory=list)
     closed_at: datetime | None = None
 
+    @property
+    def approvals(self) -> int:
+        """Approving votes so far (the one count the workflow, CLI and UI show)."""
+        return sum(1 for a in self.votes if a.vote.decision is Decision.APPROVE)
+
 
 # --- worker-side service profile (from the catalog) ------------------------
 

@@ -44,7 +44,10 @@ def proof_problem(
         if proof.issued_at > now + SIGNATURE_SKEW:
             return f"signed for {_at(proof.issued_at)}, later than now ({_at(now)}) plus {SIGNATURE_SKEW}"
         if max_age is not None and proof.issued_at < now - max_age:
-            return f"signed at {_at(proof.issued_at)}, more than {max_age} before now ({_at(now)}); sign it again"
+            return (
+                f"signed at {_at(proof.issued_at)}, more than {max_age} before now ({_at(now)}); "
+                "sign it again"
+            )
     if proof.provider is not None:
         provider = next((p for p in trust.providers if p.name == proof.provider), None)
         if provider is None:

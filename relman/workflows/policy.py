@@ -7,11 +7,17 @@ functions with plain inputs, and the tests call them directly.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from statistics import fmean
 
 from relman.contracts import (
+    GO_LIVE,
+    OPERATOR_ROLE,
+    REQUEST_MAX_AGE,
+    SIGNATURE_SKEW,
+    AcceptanceCriteria,
     Approval,
     ChangeType,
     CloseCode,
@@ -23,15 +29,26 @@ from relman.contracts import (
     GateState,
     GateStatus,
     HealthReport,
+    OperatorAction,
+    OperatorVerb,
     Outcome,
+    PlanAmendment,
     ReleasePlan,
     ReleaseRequest,
     Risk,
+    Role,
     RolloutStage,
     ServiceProfile,
+    Trust,
     Verdict,
     Vote,
+    WindowWait,
 )
+from relman.identity import verify as identity
+from relman.identity.roles import gate_policy
+from relman.identity.signing import Signable
+
+__all__ = ["gate_policy"]
 
 # --- risk --------------------------------------------------------------------
 
@@ -51,30 +68,169 @@ def risk_for(change_type: ChangeType, criticality: Criticality) -> Risk:
     return _RISK_ORDER[max(0, min(index, len(_RISK_ORDER) - 1))]
 
 
+# --- who sent it: the context every message is checked in ----------------------
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a message is checked against: this release, its trust, its clock, used nonces."""
+
+    release_id: str
+    service: str
+    requested_by: str
+    trust: Trust
+    now: datetime
+    seen_nonces: frozenset[str] = frozenset()
+
+    def proof_problem(self, message: Signable, actor: str, max_age: timedelta = SIGNATURE_SKEW) -> str | None:
+        return identity.proof_problem(
+            message,
+            actor=actor,
+            release_id=self.release_id,
+            trust=self.trust,
+            now=self.now,
+            seen_nonces=self.seen_nonces,
+            max_age=max_age,
+        )
+
+
+def request_refusal(request: ReleaseRequest, risk: Risk, ctx: Context) -> str | None:
+    """Why a release request may not run: who asked, and whether `standard` is really pre-approved."""
+    if problem := ctx.proof_problem(request, request.requested_by, max_age=REQUEST_MAX_AGE):
+        return f"request: {problem}"
+    model = ctx.trust.change_model(request.change_model)
+    if request.change_type is not ChangeType.STANDARD:
+        if request.change_model is not None:
+            return f"change model {request.change_model} is for standard changes, not {request.change_type}"
+        return None
+    if request.change_model is None:
+        return "a standard change names the catalog's change model it follows (change_model)"
+    if model is None:
+        known = ", ".join(m.name for m in ctx.trust.change_models) or "none"
+        return f"{ctx.service} has no change model {request.change_model} (declared: {known})"
+    if request.requested_by not in model.requesters:
+        return f"{request.requested_by} may not request change model {model.name}"
+    if _RISK_ORDER.index(risk) > _RISK_ORDER.index(model.max_risk):
+        return f"risk {risk} exceeds change model {model.name}'s maximum {model.max_risk}"
+    return None
+
+
+def action_refusal(
+    action: OperatorAction, verb: OperatorVerb, ctx: Context, waiting: WindowWait | None = None
+) -> str | None:
+    """Why an operator action is refused: its proof, the role it needs, and for an override
+    its scope (the window and step the release waits on now) and separation of duties."""
+    if action.action is not verb:
+        return f"the {verb} message carries a {action.action} action"
+    if problem := ctx.proof_problem(action, action.by):
+        return problem
+    role = OPERATOR_ROLE[verb]
+    if action.by not in ctx.trust.members(role):
+        return f"{action.by} is not one of the {role.value.replace('_', ' ')} of {ctx.service}"
+    if verb is not OperatorVerb.OVERRIDE_WINDOW:
+        return None
+    if action.by == ctx.requested_by:
+        return f"{action.by} requested this release and cannot override its windows"
+    if waiting is None:
+        return "no deployment window is holding this release; an override lets one waiting step through"
+    if (action.window, action.step) != (waiting.window, waiting.step):
+        return (
+            f"the release waits on window {waiting.window!r} before step {waiting.step}, "
+            f"not on {action.window!r} before {action.step}"
+        )
+    return None
+
+
+def amendment_refusal(
+    amendment: PlanAmendment,
+    gate: GateStatus | None,
+    current: ReleasePlan | None,
+    floor: AcceptanceCriteria,
+    ctx: Context,
+) -> str | None:
+    """Why a plan amendment is refused: who sent it, when, and whether the plan stays sound."""
+    if gate is None or gate.state is not GateState.OPEN:
+        return "the plan gate is not open; a plan is amended only while it awaits approval"
+    if current is None:
+        return "there is no plan to amend yet"
+    if problem := ctx.proof_problem(amendment, amendment.by):
+        return problem
+    if amendment.by not in ctx.trust.members(Role.RELEASE_MANAGERS):
+        return f"{amendment.by} is not a release manager of {ctx.service}"
+    plan = amendment.plan
+    if plan.revision != current.revision + 1:
+        return f"the amendment is revision {plan.revision}, but the plan is at revision {current.revision}"
+    if plan.components != current.components:
+        return "an amendment may not change the components or versions released"
+    try:
+        check_stages(plan.stages)
+    except ValueError as err:
+        return str(err)
+    looser = acceptance_loosened(plan.acceptance, floor)
+    if looser:
+        return "acceptance criteria looser than the catalog's: " + "; ".join(looser)
+    if plan.content_hash() == current.model_copy(update={"revision": plan.revision}).content_hash():
+        return "the amendment changes nothing in the plan"
+    return None
+
+
+def acceptance_loosened(proposed: AcceptanceCriteria, floor: AcceptanceCriteria) -> list[str]:
+    """The criteria in `proposed` that are looser than the catalog's (the catalog is the floor)."""
+    out = []
+    if proposed.min_pass_rate < floor.min_pass_rate:
+        out.append(f"min_pass_rate {proposed.min_pass_rate:g} < {floor.min_pass_rate:g}")
+    if proposed.max_error_rate > floor.max_error_rate:
+        out.append(f"max_error_rate {proposed.max_error_rate:g} > {floor.max_error_rate:g}")
+    if proposed.max_latency_ms > floor.max_latency_ms:
+        out.append(f"max_latency_ms {proposed.max_latency_ms:g} > {floor.max_latency_ms:g}")
+    return out
+
+
+def plan_changes(old: ReleasePlan, new: ReleasePlan) -> list[str]:
+    """What an amendment changed, one short line each, for the timeline, status and CMDB."""
+    out: list[str] = []
+    before = {s.name: s for s in old.stages}
+    after = {s.name: s for s in new.stages}
+    for name in before.keys() - after.keys():
+        out.append(f"stage {name} removed")
+    for stage in new.stages:
+        was = before.get(stage.name)
+        if was is None:
+            out.append(f"stage {stage.name} added: {stage.percent:g}%, bake {stage.bake_seconds}s")
+            continue
+        if was.percent != stage.percent:
+            out.append(f"stage {stage.name}: {was.percent:g}% -> {stage.percent:g}%")
+        if was.bake_seconds != stage.bake_seconds:
+            out.append(f"stage {stage.name}: bake {was.bake_seconds}s -> {stage.bake_seconds}s")
+        if was.allow_list != stage.allow_list:
+            out.append(
+                f"stage {stage.name}: allow-list {len(was.allow_list)} -> {len(stage.allow_list)} people"
+            )
+    if [s.name for s in old.stages if s.name in after] != [s.name for s in new.stages if s.name in before]:
+        out.append("stage order changed")
+    for field in ("min_pass_rate", "max_error_rate", "max_latency_ms"):
+        a, b = getattr(old.acceptance, field), getattr(new.acceptance, field)
+        if a != b:
+            out.append(f"acceptance {field}: {a:g} -> {b:g}")
+    if old.backout_plan != new.backout_plan:
+        out.append("backout plan rewritten")
+    if old.target_window != new.target_window:
+        out.append("target window changed")
+    return out
+
+
+def feedback_refusal(feedback: Feedback, ctx: Context) -> str | None:
+    """Feedback counts in the review's KPIs, so it too comes from a person the catalog knows."""
+    if problem := ctx.proof_problem(feedback, feedback.by):
+        return problem
+    declared = {p.name for p in ctx.trust.people}
+    declared |= {name for provider in ctx.trust.providers for name in provider.vouches_for}
+    if ctx.trust.signatures == "required" and feedback.by not in declared:
+        return f"{feedback.by} is not a person the catalog declares"
+    return None
+
+
 # --- gates -------------------------------------------------------------------
-
-
-def gate_policy(gate: Gate, change_type: ChangeType, profile: ServiceProfile) -> tuple[int, list[str]]:
-    """(approvals required, eligible members) of a gate; (0, []) when the gate is skipped.
-
-    standard: pre-approved, no CAB gate and no plan gate.
-    normal: a quorum of the CAB at the request and plan gates.
-    emergency: one ECAB member now (request and plan), the CAB quorum retrospectively.
-    marginal health: any one CAB or ECAB member decides.
-    """
-    cab = list(profile.cab_members)
-    ecab = list(profile.ecab_members) or cab
-    if gate is Gate.MARGINAL:
-        return 1, sorted(set(cab) | set(ecab))
-    if change_type is ChangeType.STANDARD:
-        return 0, []
-    if change_type is ChangeType.EMERGENCY:
-        if gate is Gate.RETRO:
-            return profile.cab_quorum, cab
-        return 1, ecab
-    if gate is Gate.RETRO:
-        return 0, []
-    return profile.cab_quorum, cab
 
 
 def gate_timeout(gate: Gate, change_type: ChangeType, profile: ServiceProfile) -> timedelta:
@@ -97,7 +253,7 @@ def open_gate(
     now: datetime,
 ) -> GateStatus:
     """A new gate for `subject_hash`: open with a deadline, or skipped when no approval is needed."""
-    required, eligible = gate_policy(gate, change_type, profile)
+    required, eligible = gate_policy(gate, change_type, profile.trust)
     if required == 0:
         return GateStatus(gate=gate, state=GateState.SKIPPED, subject_hash=subject_hash, closed_at=now)
     return GateStatus(
@@ -115,21 +271,33 @@ def counted_member(vote: Vote) -> str:
     return vote.on_behalf_of or vote.approver
 
 
-def refusal(status: GateStatus | None, vote: Vote, requested_by: str, now: datetime) -> str | None:
-    """Why a vote must be refused, or None when it may count. Never mutates anything."""
+def refusal(
+    status: GateStatus | None,
+    vote: Vote,
+    ctx: Context,
+) -> str | None:
+    """Why a vote must be refused, or None when it may count. Never mutates anything.
+
+    The order matters only for the message: the state of the gate first, then who signed,
+    then what they may do.
+    """
     if status is None or status.state is GateState.PENDING:
         return f"gate {vote.gate} is not open yet"
     if status.state is not GateState.OPEN:
         return f"gate {vote.gate} is closed ({status.state})"
-    if status.deadline is not None and now >= status.deadline:
+    if status.deadline is not None and ctx.now >= status.deadline:
         return f"gate {vote.gate} expired at {status.deadline.isoformat()}"
+    if problem := ctx.proof_problem(vote, vote.approver):
+        return problem
     member = counted_member(vote)
-    if requested_by in (vote.approver, member):
-        return f"{requested_by} requested this release and cannot approve it"
-    if member not in status.eligible:
-        return f"{member} is not a member of the approvers for gate {vote.gate}"
+    if ctx.requested_by in (vote.approver, member):
+        return f"{ctx.requested_by} requested this release and cannot approve it"
     if vote.on_behalf_of is not None and vote.on_behalf_of == vote.approver:
         return "on_behalf_of names the voter; leave it out to vote for yourself"
+    if member not in status.eligible:
+        return f"{member} is not a member of the approvers for gate {vote.gate}"
+    if vote.on_behalf_of is not None and (problem := delegation_problem(vote, ctx)):
+        return problem
     if vote.decision is Decision.REJECT and not vote.comment:
         return "a rejection needs a reason (comment)"
     if any(counted_member(a.vote) == member for a in status.votes):
@@ -142,6 +310,29 @@ def refusal(status: GateStatus | None, vote: Vote, requested_by: str, now: datet
             f"{status.subject_hash[:12]} (outdated plan or request)"
         )
     return None
+
+
+def delegation_problem(vote: Vote, ctx: Context) -> str | None:
+    """Why a vote on behalf of someone does not count for them, or None."""
+    d = vote.delegation
+    if d is None:
+        return f"{vote.approver} votes for {vote.on_behalf_of} without a delegation signed by them"
+    if d.delegator != vote.on_behalf_of or d.delegate != vote.approver:
+        return (
+            f"the delegation is from {d.delegator} to {d.delegate}, "
+            f"not from {vote.on_behalf_of} to {vote.approver}"
+        )
+    if ctx.service not in d.services:
+        return f"{d.delegator}'s delegation does not cover service {ctx.service}"
+    if vote.gate not in d.gates:
+        return f"{d.delegator}'s delegation does not cover gate {vote.gate}"
+    if ctx.now > d.not_after:
+        return f"{d.delegator}'s delegation ended at {d.not_after.isoformat()}"
+    # A delegation is valid until `not_after`, however long ago it was signed.
+    problem = identity.proof_problem(
+        d, actor=d.delegator, release_id="*", trust=ctx.trust, now=ctx.now, max_age=None
+    )
+    return f"delegation: {problem}" if problem else None
 
 
 def tally(status: GateStatus) -> GateState:
@@ -191,9 +382,13 @@ def stage_hash(plan_hash: str, stage: str) -> str:
 
 def build_plan(request: ReleaseRequest, profile: ServiceProfile) -> ReleasePlan:
     """The release plan from the request and the catalog's rollout template."""
+    stages = profile.stages
+    model = profile.trust.change_model(request.change_model)
+    if model is not None and model.stages:
+        stages = [s for s in stages if s.name in model.stages]
     return ReleasePlan(
         components=[Component(name=request.service, version=request.version)],
-        stages=check_stages(profile.stages),
+        stages=check_stages(stages),
         acceptance=profile.acceptance,
         backout_plan=(
             f"Exposure of {request.service} {request.version} to 0%; production `current` "
@@ -206,6 +401,8 @@ def build_plan(request: ReleaseRequest, profile: ServiceProfile) -> ReleasePlan:
 def check_stages(stages: list[RolloutStage]) -> list[RolloutStage]:
     """Rollout stages in order: unique names, percentages never decreasing, below 100%."""
     names = [s.name for s in stages]
+    if GO_LIVE in names:
+        raise ValueError(f"a rollout stage may not be named {GO_LIVE}: window overrides name the go-live so")
     if len(set(names)) != len(names):
         raise ValueError(f"rollout stage names repeat: {names}")
     percents = [s.percent for s in stages]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -21,16 +22,23 @@ with workflow.unsafe.imports_passed_through():
 
     from relman import visibility
     from relman.contracts import (
+        GO_LIVE,
         WORKFLOW_NAME,
+        ActionRecord,
         Activity,
+        AmendmentRecord,
         BuildInput,
         ChangeRecordInput,
         CloseChangeInput,
         Decision,
         DeployInput,
+        DeployRecord,
         DeployResult,
         Environment,
         ErrorType,
+        EventInput,
+        EvidenceInput,
+        EvidenceRecord,
         ExposureInput,
         ExposureResult,
         Feedback,
@@ -41,12 +49,15 @@ with workflow.unsafe.imports_passed_through():
         HealthReport,
         LeaseDecision,
         LeaseInput,
+        Message,
         Notification,
         OperatorAction,
+        OperatorVerb,
         Outcome,
         Phase,
         PhaseTransition,
         PlanAmendment,
+        Refusal,
         ReleasePackage,
         ReleasePlan,
         ReleaseRequest,
@@ -58,13 +69,15 @@ with workflow.unsafe.imports_passed_through():
         StageStatus,
         TestInput,
         TestReport,
+        Trust,
         Verdict,
         Vote,
         WindowDecision,
         WindowQuery,
+        WindowWait,
         release_id_problem,
     )
-    from relman.workflows import policy
+    from relman.workflows import details, policy
 
 T = TypeVar("T")
 
@@ -92,6 +105,28 @@ COMPENSATION_RETRY = RetryPolicy(
 )
 PAUSE_LIMIT = timedelta(days=14)
 HEALTH_RECHECKS = 2
+MAX_REFUSALS = 50
+"""Refused messages kept in the status (the latest); `refused` counts them all."""
+
+
+@dataclass
+class _Run:
+    """What the workflow keeps beside its status: steering flags, facts for the CMDB, nonces."""
+
+    abort: OperatorAction | None = None
+    promote: bool = False
+    deployed: DeployResult | None = None
+    production_at: datetime | None = None
+    failed_at: datetime | None = None
+    lease_held: bool = False
+    waiting: WindowWait | None = None
+    """The closed window the release waits on now: the only one an override may name."""
+    nonces: set[str] = field(default_factory=set)
+    """Every signed message is accepted once."""
+    events: list[EventInput] = field(default_factory=list)
+    """Audit rows (amendments, overrides) not yet written to the CMDB."""
+    compensations: list[tuple[str, Callable[[], Awaitable[Any]]]] = field(default_factory=list)
+    pending: dict[str, SearchAttributeUpdate[Any]] = field(default_factory=dict)
 
 
 class _Stop(Exception):
@@ -111,16 +146,7 @@ class ReleaseWorkflow:
     def __init__(self, request: ReleaseRequest) -> None:
         self._s = ReleaseStatus(release_id=workflow.info().workflow_id, request=request)
         self._profile: ServiceProfile | None = None
-        self._compensations: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
-        self._abort: OperatorAction | None = None
-        self._promote = False
-        self._deployed_version: str | None = None
-        self._previous_version: str | None = None
-        self._production_at: datetime | None = None
-        self._failed_at: datetime | None = None
-        self._compensation_failed = False
-        self._pending: dict[str, SearchAttributeUpdate[Any]] = {}
-        self._lease_held = False
+        self._run = _Run()
 
     # --- the process ----------------------------------------------------------
 
@@ -162,32 +188,42 @@ class ReleaseWorkflow:
         request = self._s.request
         self._enter(Phase.REQUESTED)
         try:
-            self._profile = await self._activity(
-                Activity.VALIDATE_REQUEST,
-                request,
-                ServiceProfile,
-                f"validate {request.service} {request.version} against the catalog",
-                local=True,
-            )
+            self._profile = await self._read_profile()
         except (ActivityError, ApplicationError) as err:  # local activities raise the failure itself
             raise _Stop(Outcome.REJECTED, f"invalid request: {_failure_reason(err)}") from err
         self._s.risk = policy.risk_for(request.change_type, self._profile.criticality)
         await self._record("open", "requested", Activity.OPEN_CHANGE)
+        # Who asked, and whether a standard change is really one the catalog pre-approved.
+        if refused := policy.request_refusal(request, self._s.risk, self._ctx()):
+            raise _Stop(Outcome.REJECTED, f"request refused: {refused}")
+        if request.proof is not None:
+            self._run.nonces.add(request.proof.nonce)
+
+    async def _read_profile(self) -> ServiceProfile:
+        request = self._s.request
+        return await self._activity(
+            Activity.VALIDATE_REQUEST,
+            request,
+            ServiceProfile,
+            f"validate {request.service} {request.version} against the catalog",
+            local=True,
+        )
+
+    async def _refresh_trust(self) -> None:
+        """Each gate reads the catalog's keys and roles again: a key or a member removed from
+        the worker's catalog stops counting from the next gate of a running release."""
+        try:
+            fresh = await self._read_profile()
+        except (ActivityError, ApplicationError) as err:
+            workflow.logger.warning("catalog not re-read, keeping the trust it gave: %s", err)
+            return
+        self._profile = self.profile.model_copy(update={"trust": fresh.trust})
 
     async def _gate(self, gate: Gate, phase: Phase, subject_hash: str) -> None:
         """Open a gate and wait for its decision; a rejection or expiry ends the release."""
-        status = policy.open_gate(
-            gate, self._s.request.change_type, self.profile, subject_hash, workflow.now()
-        )
-        self._s.gates[gate] = status
+        status = await self._open_gate(gate, phase, subject_hash)
         if status.state is GateState.SKIPPED:
             return
-        if self._s.phase is phase:
-            self._set_awaiting(policy.waiting_for(status))
-            self._gate_details(status)
-        else:
-            self._enter(phase)
-        await self._notify(f"gate.{gate}", f"approval needed at gate {gate}", status.eligible)
         decided = await self._wait(lambda: self._s.gates[gate].state is not GateState.OPEN, status.deadline)
         final = self._s.gates[gate]
         if not decided:
@@ -198,6 +234,24 @@ class ReleaseWorkflow:
                 f"{a.vote.approver}: {a.vote.comment}" for a in final.votes if a.vote.decision == "reject"
             )
             raise _Stop(Outcome.REJECTED, f"gate {gate} rejected ({who})")
+
+    async def _open_gate(self, gate: Gate, phase: Phase, subject_hash: str) -> GateStatus:
+        """Every gate opens here: fresh trust, a deadline, the people told, the UI current."""
+        if gate is not Gate.REQUEST:  # the request gate uses the trust just read
+            await self._refresh_trust()
+        status = policy.open_gate(
+            gate, self._s.request.change_type, self.profile, subject_hash, workflow.now()
+        )
+        self._s.gates[gate] = status
+        if status.state is GateState.SKIPPED:
+            return status
+        if self._s.phase is phase:
+            self._set_awaiting(policy.waiting_for(status))
+            self._details(details.gate(status))
+        else:
+            self._enter(phase)
+        await self._notify(f"gate.{gate}", f"approval needed at gate {gate}", status.eligible)
+        return status
 
     def _planning(self) -> None:
         self._enter(Phase.PLANNING)
@@ -239,6 +293,7 @@ class ReleaseWorkflow:
             timeout=timedelta(hours=2),
             heartbeat=timedelta(seconds=30),
         )
+        self._s.tests = report
         if not report.accepted:
             raise _Stop(Outcome.ROLLED_BACK, "tests did not meet the acceptance criteria")
 
@@ -250,53 +305,59 @@ class ReleaseWorkflow:
 
     async def _stage(self, stage: RolloutStage) -> None:
         await self._checkpoint()
-        await self._await_window(f"stage {stage.name}")
+        await self._await_window(stage.name)
         status = StageStatus(name=stage.name, percent=stage.percent, started_at=workflow.now())
         self._s.stages.append(status)
         self._details(f"stage {stage.name}: {stage.percent}% exposed, baking {stage.bake_seconds}s")
         await self._expose(f"expose-stage-{stage.name}", stage.percent, stage.allow_list)
-        self._promote = False
-        await self._wait(lambda: self._promote, workflow.now() + timedelta(seconds=stage.bake_seconds))
-        verdict = await self._judge_stage(stage)
-        status.verdict = verdict
+        self._run.promote = False
+        await self._wait(lambda: self._run.promote, workflow.now() + timedelta(seconds=stage.bake_seconds))
+        status.verdict = await self._judge_stage(stage, status)
         status.ended_at = workflow.now()
 
-    async def _judge_stage(self, stage: RolloutStage) -> Verdict:
+    async def _judge_stage(self, stage: RolloutStage, status: StageStatus) -> Verdict:
         """Health of a stage; only a pass promotes, a fail rolls back, anything else asks a human."""
         for attempt in range(HEALTH_RECHECKS + 1):
             report = await self._health(Environment.PRODUCTION, f"health-{stage.name}-{attempt}")
+            status.health = report
             action = policy.stage_action(report.verdict)
             if action is policy.StageAction.PROMOTE:
                 return report.verdict
             if action is policy.StageAction.ROLL_BACK:
+                status.verdict, status.ended_at = report.verdict, workflow.now()
                 raise _Stop(Outcome.ROLLED_BACK, f"stage {stage.name} health failed: {report.detail}")
             if report.verdict is Verdict.MARGINAL:
                 break
             # No data yet: give the metrics one more bake interval before asking a human.
             await self._wait(
-                lambda: self._promote, workflow.now() + timedelta(seconds=max(stage.bake_seconds, 30))
+                lambda: self._run.promote, workflow.now() + timedelta(seconds=max(stage.bake_seconds, 30))
             )
-        await self._marginal_decision(stage, report)
+        await self._marginal_decision(stage, status, report)
         self._s.issues.append(f"stage {stage.name}: {report.verdict} health accepted by a human")
         return report.verdict
 
-    async def _marginal_decision(self, stage: RolloutStage, report: HealthReport) -> None:
+    async def _marginal_decision(
+        self, stage: RolloutStage, status: StageStatus, report: HealthReport
+    ) -> None:
         subject = policy.stage_hash(self._s.plan_hash, stage.name)
         self._s.gates.pop(Gate.MARGINAL, None)
         try:
             await self._gate(Gate.MARGINAL, Phase.DARK_LAUNCH, subject)
         except _Stop as stop:
+            status.verdict, status.ended_at = report.verdict, workflow.now()
             raise _Stop(
                 Outcome.ROLLED_BACK, f"stage {stage.name} health {report.verdict}: {stop.reason}"
             ) from None
+        finally:
+            # The gate is reopened for the next marginal stage; each stage keeps its decisions.
+            status.decisions = list(self._s.gates[Gate.MARGINAL].votes)
 
     async def _deploying(self) -> None:
         await self._checkpoint()
         self._enter(Phase.DEPLOYING)
-        await self._await_window("go-live")
-        result = await self._deploy(Environment.PRODUCTION)
-        self._deployed_version, self._previous_version = result.version, result.previous_version
-        self._production_at = workflow.now()
+        await self._await_window(GO_LIVE)
+        self._run.deployed = await self._deploy(Environment.PRODUCTION)
+        self._run.production_at = workflow.now()
         # Full exposure and verification together: one workflow task fewer per release.
         report, _ = await asyncio.gather(
             self._health(Environment.PRODUCTION, "verify-production"),
@@ -310,22 +371,13 @@ class ReleaseWorkflow:
 
     async def _reviewing(self) -> tuple[Outcome, list[str]]:
         self._enter(Phase.REVIEWING)
-        self._promote = False
+        self._run.promote = False
         # Past go-live the change stays; later failures are findings, not rollbacks.
-        self._compensations.clear()
+        self._run.compensations.clear()
         review_ends = workflow.now() + self.profile.review_period
-        retro = policy.open_gate(
-            Gate.RETRO,
-            self._s.request.change_type,
-            self.profile,
-            self._s.request.content_hash(),
-            workflow.now(),
-        )
-        self._s.gates[Gate.RETRO] = retro
-        if retro.state is GateState.OPEN:
-            await self._notify("gate.retro", "retro-approval of an emergency change", retro.eligible)
-        self._details(f"review until {review_ends.isoformat()}; feedback welcome")
-        await self._wait(lambda: self._promote and self._retro_done(), review_ends, honour_pause=False)
+        retro = await self._open_gate(Gate.RETRO, Phase.REVIEWING, self._s.request.content_hash())
+        self._details(f"review until {details.when(review_ends)}; feedback welcome")
+        await self._wait(lambda: self._run.promote and self._retro_done(), review_ends, honour_pause=False)
         if retro.state is GateState.OPEN:
             await self._wait(self._retro_done, retro.deadline, honour_pause=False)
         findings: list[str] = []
@@ -345,13 +397,22 @@ class ReleaseWorkflow:
         return self._s.gates[Gate.RETRO].state is not GateState.OPEN
 
     async def _close(self, outcome: Outcome, reason: str) -> None:
-        """Record the outcome in the CMDB: no release ends without its change record."""
+        """Record the outcome and the signed evidence: no release ends without its change record."""
         self._enter(Phase.CLOSING)
         await self._give_back_lease()
-        self._s.outcome, self._s.reason = outcome, reason[:1000]
+        await self._record_events()
+        overrides = [
+            f"window {w.window!r} passed before {w.step} by {w.override.by}: {w.override.reason}"
+            for w in self._s.window_waits
+            if w.override is not None
+        ]
+        self._s.outcome = outcome
+        self._s.reason = "; ".join([reason, *overrides] if reason else overrides)[:1000]
         request = self._s.request
         approvals = [a for g in self._s.gates.values() for a in g.votes]
         deployed = outcome in (Outcome.COMPLETED, Outcome.COMPLETED_WITH_ISSUES)
+        live = self._run.deployed
+        close_code = policy.close_code(outcome, self._s.needs_operator)
         await self._activity(
             Activity.CLOSE_CHANGE,
             CloseChangeInput(
@@ -359,26 +420,41 @@ class ReleaseWorkflow:
                 request=request,
                 risk=self._s.risk or Risk.MEDIUM,
                 outcome=outcome,
-                close_code=policy.close_code(outcome, self._compensation_failed),
+                close_code=close_code,
                 reason=self._s.reason,
                 ci_name=self._profile.ci_name if self._profile else request.service,
-                deployed_version=self._deployed_version if deployed else None,
-                previous_version=self._previous_version,
+                deployed_version=live.version if live and deployed else None,
+                previous_version=live.previous_version if live else None,
                 artifact_digest=self._s.package.digest if self._s.package and deployed else None,
                 approvals=approvals,
                 kpis=self._s.kpis,
                 feedback=self._s.feedback,
-                production_at=self._production_at,
-                failed_at=self._failed_at,
-                recovered_at=workflow.now() if self._failed_at and not self._compensation_failed else None,
+                production_at=self._run.production_at,
+                failed_at=self._run.failed_at,
+                recovered_at=workflow.now() if self._run.failed_at and not self._s.needs_operator else None,
             ),
             None,
             f"close change {self._s.release_id}: {outcome}",
             retry=RECORD_RETRY,
         )
+        await self._evidence(close_code)
         await self._notify("release.closed", f"{self._s.release_id} closed: {outcome} {reason}".strip(), [])
         self._enter(Phase.CLOSED, note=f"{outcome}")
         self._flush()
+
+    async def _evidence(self, close_code: Any) -> None:
+        """The signed release evidence; a failure to write it is flagged, never hidden."""
+        try:
+            await self._activity(
+                Activity.WRITE_EVIDENCE,
+                EvidenceInput(**self._key("evidence"), status=self._s, close_code=close_code),
+                EvidenceRecord,
+                f"sign the release evidence of {self._s.release_id}",
+                retry=RECORD_RETRY,
+            )
+        except (ActivityError, ApplicationError) as err:
+            self._s.needs_operator = True
+            self._s.issues.append(f"release evidence not written: {_failure_reason(err)}")
 
     # --- steps with compensations -----------------------------------------------
 
@@ -419,6 +495,14 @@ class ReleaseWorkflow:
             heartbeat=timedelta(minutes=1),
         )
         results.append(result)
+        self._s.deploys.append(
+            DeployRecord(
+                environment=env,
+                version=result.version,
+                previous_version=result.previous_version,
+                at=workflow.now(),
+            )
+        )
         return result
 
     async def _expose(
@@ -478,24 +562,23 @@ class ReleaseWorkflow:
     def _note_failure(self, outcome: Outcome) -> None:
         """A rollback after users saw the new version is a failed deployment (DORA); before, not."""
         if outcome is Outcome.ROLLED_BACK and self._s.stages:
-            self._failed_at = workflow.now()
+            self._run.failed_at = workflow.now()
 
     def _register(self, name: str, undo: Callable[[], Awaitable[Any]]) -> None:
         """Register a compensation before the step it undoes runs."""
-        self._compensations.append((name, undo))
+        self._run.compensations.append((name, undo))
 
     async def _compensate(self, reason: str) -> None:
         """Run registered compensations in reverse, each once; a failure flags the operator."""
-        if not self._compensations:
+        if not self._run.compensations:
             return
         self._enter(Phase.COMPENSATING, note=reason[:1000])
-        while self._compensations:
-            name, undo = self._compensations.pop()
+        while self._run.compensations:
+            name, undo = self._run.compensations.pop()
             try:
                 await undo()
                 self._s.compensations.append(name)
             except (ActivityError, ApplicationError) as err:
-                self._compensation_failed = True
                 self._s.needs_operator = True
                 self._s.issues.append(f"compensation '{name}' failed: {_failure_reason(err)}")
                 workflow.logger.error("compensation %s failed: %s", name, err)
@@ -517,7 +600,7 @@ class ReleaseWorkflow:
         while True:
             decision = await self._lease(Activity.ACQUIRE_LEASE, LeaseDecision)
             if decision.granted:
-                self._lease_held = True
+                self._run.lease_held = True
                 self._set_awaiting([])
                 return
             self._set_awaiting([f"release:{decision.holder}"])
@@ -528,9 +611,9 @@ class ReleaseWorkflow:
             backoff = min(backoff * 2, timedelta(minutes=5))
 
     async def _give_back_lease(self) -> None:
-        if self._lease_held:
+        if self._run.lease_held:
             await self._lease(Activity.RELEASE_LEASE, None)
-            self._lease_held = False
+            self._run.lease_held = False
 
     async def _lease(self, name: Activity, result_type: type[T] | None) -> Any:
         return await self._activity(
@@ -551,37 +634,50 @@ class ReleaseWorkflow:
     async def _wait(
         self, done: Callable[[], bool], until: datetime | None, *, honour_pause: bool = True
     ) -> bool:
-        """Wait for `done` until a deadline; True if it happened. Abort interrupts any wait."""
-        timeout = None if until is None else max((until - workflow.now()).total_seconds(), 0.0)
-        self._flush()
-        try:
-            await workflow.wait_condition(lambda: done() or self._abort is not None, timeout=timeout)
-        except TimeoutError:
-            return False
-        if self._abort is not None:
-            raise _Stop(Outcome.ABORTED, f"aborted by {self._abort.by}: {self._abort.reason}")
+        """Wait for `done` until a deadline; True if it happened. Abort interrupts any wait.
+
+        Audit rows of what people did meanwhile (amendments, overrides) are written to the
+        CMDB as they come, without ending the wait.
+        """
+        while True:
+            timeout = None if until is None else max((until - workflow.now()).total_seconds(), 0.0)
+            self._flush()
+            try:
+                await workflow.wait_condition(
+                    lambda: done() or self._run.abort is not None or bool(self._run.events), timeout=timeout
+                )
+            except TimeoutError:
+                return False
+            await self._record_events()
+            if done() or self._run.abort is not None:
+                break
+        if self._run.abort is not None:
+            raise _Stop(Outcome.ABORTED, f"aborted by {self._run.abort.by}: {self._run.abort.reason}")
         if honour_pause and self._s.paused:
             await self._checkpoint()
         return True
 
     async def _checkpoint(self) -> None:
         """Between steps: stop on abort, hold while paused (for at most PAUSE_LIMIT)."""
-        if self._abort is None and self._s.paused:
-            previous = self._s.awaiting
+        if self._run.abort is None and self._s.paused:
+            previous = list(self._s.awaiting)
             self._set_awaiting(["operator"])
             self._details("paused by an operator; `resume` to continue")
             if not await self._wait(
                 lambda: not self._s.paused, workflow.now() + PAUSE_LIMIT, honour_pause=False
             ):
                 raise _Stop(Outcome.ABORTED, f"paused for longer than {PAUSE_LIMIT}")
-            self._set_awaiting(previous.split(",") if previous else [])
-        if self._abort is not None:
-            raise _Stop(Outcome.ABORTED, f"aborted by {self._abort.by}: {self._abort.reason}")
+            self._set_awaiting(previous)
+        if self._run.abort is not None:
+            raise _Stop(Outcome.ABORTED, f"aborted by {self._run.abort.by}: {self._run.abort.reason}")
 
-    async def _await_window(self, what: str) -> None:
-        """Before each exposure step: wait durably until a deployment window is open."""
+    async def _await_window(self, step: str) -> None:
+        """Before each exposure step: wait durably until a deployment window is open, or until
+        a change manager lets this one step through the window that holds it."""
         deadline = workflow.now() + self.profile.timeouts.window_wait
-        while not self._s.window_overrides:
+        what = "go-live" if step == GO_LIVE else f"stage {step}"
+        wait: WindowWait | None = None
+        while True:
             decision = await self._activity(
                 Activity.CHECK_WINDOW,
                 WindowQuery(
@@ -597,116 +693,244 @@ class ReleaseWorkflow:
             )
             if decision.open:
                 return
+            if wait is None or wait.window != decision.window:
+                wait = WindowWait(
+                    step=step, window=decision.window, reason=decision.reason, since=workflow.now()
+                )
+                self._s.window_waits.append(wait)
             # A window that reports no future opening is re-checked hourly (windows can be removed).
             until = min(decision.next_open or deadline, deadline, workflow.now() + timedelta(hours=1))
             until = max(until, workflow.now() + timedelta(seconds=1))
-            previous = self._s.awaiting
+            previous = list(self._s.awaiting)
+            self._run.waiting = wait
             self._set_awaiting(["window"])
             self._details(
-                f"waiting for window: {decision.reason} (next open {until.isoformat()}) before {what}"
+                f"waiting for window {decision.window!r}: {decision.reason} "
+                f"(next check {details.when(until)}) before {what}"
             )
-            await self._wait(lambda: bool(self._s.window_overrides), until)
-            self._set_awaiting(previous.split(",") if previous else [])
-            if workflow.now() >= deadline and not self._s.window_overrides:
+            await self._wait(self._overridden, until)
+            self._run.waiting = None
+            wait.until = workflow.now()
+            self._set_awaiting(previous)
+            if wait.override is not None:
+                return
+            if workflow.now() >= deadline:
                 raise _Stop(Outcome.EXPIRED, f"no deployment window opened for {what} before the deadline")
 
-    # --- messages ----------------------------------------------------------------------
+    def _overridden(self) -> bool:
+        return self._run.waiting is not None and self._run.waiting.override is not None
 
-    @workflow.signal
+    # --- messages: every one checked for who sent it --------------------------------------
+
+    def _ctx(self) -> policy.Context:
+        """What a message is checked against now."""
+        request = self._s.request
+        return policy.Context(
+            release_id=self._s.release_id,
+            service=request.service,
+            requested_by=request.requested_by,
+            trust=self._profile.trust if self._profile else Trust(),
+            now=workflow.now(),
+            seen_nonces=frozenset(self._run.nonces),
+        )
+
+    def _refuse(self, actor: str, action: str, reason: str) -> None:
+        """A refused message counts for nothing; the status keeps the latest ones."""
+        workflow.logger.warning("%s by %s refused: %s", action, actor, reason)
+        self._s.refused += 1
+        refusal = Refusal(actor=actor, action=action[:64], reason=reason[:300], at=workflow.now())
+        self._s.refusals = [*self._s.refusals, refusal][-MAX_REFUSALS:]
+
+    def _accept(self, message: Any) -> None:
+        proof = getattr(message, "proof", None)
+        if proof is not None:
+            self._run.nonces.add(proof.nonce)
+
+    @workflow.signal(name=Message.APPROVE.value)
     def approve(self, vote: Vote) -> None:
-        """Fire-and-forget approval; a vote the policy refuses is logged and ignored."""
+        """Fire-and-forget approval; a refused vote is kept in the status's refusals."""
         self._take_vote(vote, Decision.APPROVE)
 
-    @workflow.signal
+    @workflow.signal(name=Message.REJECT.value)
     def reject(self, vote: Vote) -> None:
         """Fire-and-forget rejection (any rejection vetoes the gate)."""
         self._take_vote(vote, Decision.REJECT)
 
-    @workflow.update
+    @workflow.update(name=Message.DECIDE.value)
     def decide(self, vote: Vote) -> GateStatus:
         """Approve or reject with an immediate answer; refusals leave no history."""
-        self._take_vote(vote)
+        if reason := self._take_vote(vote):
+            raise ApplicationError(reason, type=ErrorType.REFUSED, non_retryable=True)
         return self._s.gates[vote.gate]
 
     @decide.validator
     def _validate_decide(self, vote: Vote) -> None:
-        reason = policy.refusal(
-            self._s.gates.get(vote.gate), vote, self._s.request.requested_by, workflow.now()
-        )
-        if reason:
-            raise ApplicationError(reason, type="VoteRefused")
+        if reason := policy.refusal(self._s.gates.get(vote.gate), vote, self._ctx()):
+            raise ApplicationError(reason, type=ErrorType.REFUSED, non_retryable=True)
 
-    def _take_vote(self, vote: Vote, expected: Decision | None = None) -> None:
+    def _take_vote(self, vote: Vote, expected: Decision | None = None) -> str | None:
         gate = self._s.gates.get(vote.gate)
-        reason = policy.refusal(gate, vote, self._s.request.requested_by, workflow.now())
+        reason = policy.refusal(gate, vote, self._ctx())
         if expected is not None and vote.decision is not expected:
             reason = f"the {expected} signal carries a vote to {vote.decision}"
         if reason or gate is None:
-            workflow.logger.warning("vote by %s refused: %s", vote.approver, reason)
-            return
+            reason = reason or f"gate {vote.gate} is not open yet"
+            self._refuse(vote.approver, f"{vote.decision} at {vote.gate}", reason)
+            return reason
+        self._accept(vote)
         self._s.gates[vote.gate] = updated = policy.record_vote(gate, vote, workflow.now())
         self._set_awaiting(policy.waiting_for(updated))
-        self._gate_details(updated)
+        self._details(details.gate(updated))
+        return None
 
-    @workflow.signal
+    @workflow.signal(name=Message.AMEND_PLAN.value)
     def amend_plan(self, amendment: PlanAmendment) -> None:
         """A new plan while the plan gate is open: earlier plan approvals no longer count."""
-        gate = self._s.gates.get(Gate.PLAN)
-        if gate is None or gate.state is not GateState.OPEN:
-            workflow.logger.warning("plan amendment by %s ignored: plan gate not open", amendment.by)
-            return
-        plan = amendment.plan.model_copy(
-            update={"revision": (self._s.plan.revision if self._s.plan else 0) + 1}
+        self._amend(amendment)
+
+    @workflow.update(name=Message.AMEND.value)
+    def amend(self, amendment: PlanAmendment) -> ReleasePlan:
+        """Amend the plan with an immediate answer: the new plan, whose hash votes now bind to."""
+        if reason := self._amend(amendment):
+            raise ApplicationError(reason, type=ErrorType.REFUSED, non_retryable=True)
+        return self.plan
+
+    @amend.validator
+    def _validate_amend(self, amendment: PlanAmendment) -> None:
+        if reason := self._amendment_refusal(amendment):
+            raise ApplicationError(reason, type=ErrorType.REFUSED, non_retryable=True)
+
+    def _amendment_refusal(self, amendment: PlanAmendment) -> str | None:
+        floor = self._profile.acceptance if self._profile else None
+        if floor is None:
+            return "there is no plan to amend yet"
+        return policy.amendment_refusal(
+            amendment, self._s.gates.get(Gate.PLAN), self._s.plan, floor, self._ctx()
         )
-        try:
-            policy.check_stages(plan.stages)
-        except ValueError as err:
-            workflow.logger.warning("plan amendment by %s ignored: %s", amendment.by, err)
-            return
+
+    def _amend(self, amendment: PlanAmendment) -> str | None:
+        if reason := self._amendment_refusal(amendment):
+            self._refuse(amendment.by, "amend plan", reason)
+            return reason
+        self._accept(amendment)
+        old, plan = self.plan, amendment.plan
+        previous_hash = self._s.plan_hash
         self._s.plan, self._s.plan_hash = plan, plan.content_hash()
+        changes = policy.plan_changes(old, plan)
+        self._s.amendments.append(
+            AmendmentRecord(
+                amendment=amendment,
+                at=workflow.now(),
+                previous_hash=previous_hash,
+                plan_hash=self._s.plan_hash,
+                changes=changes,
+            )
+        )
+        gate = self._s.gates[Gate.PLAN]
         self._s.gates[Gate.PLAN] = updated = policy.void_votes(gate, self._s.plan_hash, gate.deadline)
+        summary = "; ".join(changes) or "no visible change"
+        self._note(f"plan amended to revision {plan.revision} by {amendment.by}: {summary}")
+        self._run.events.append(
+            EventInput(
+                **self._key(f"amend-{plan.revision}"),
+                action="plan.amended",
+                actor=amendment.by,
+                detail={
+                    "revision": plan.revision,
+                    "previous_hash": previous_hash,
+                    "plan_hash": self._s.plan_hash,
+                    "changes": changes,
+                    "reason": amendment.reason,
+                },
+            )
+        )
         self._set_awaiting(policy.waiting_for(updated))
-        self._gate_details(updated)
+        self._details(details.gate(updated))
+        return None
 
-    @workflow.signal
+    @workflow.signal(name=Message.PAUSE.value)
     def pause(self, action: OperatorAction) -> None:
-        self._s.paused = True
-        self._operator_note("paused", action)
+        self._act(action, OperatorVerb.PAUSE)
 
-    @workflow.signal
+    @workflow.signal(name=Message.RESUME.value)
     def resume(self, action: OperatorAction) -> None:
-        self._s.paused = False
-        self._operator_note("resumed", action)
+        self._act(action, OperatorVerb.RESUME)
 
-    @workflow.signal
+    @workflow.signal(name=Message.ABORT.value)
     def abort(self, action: OperatorAction) -> None:
         """Stop the release: compensations run, outcome `aborted`."""
-        if self._abort is None and self._s.outcome is None:
-            self._abort = action
-            self._operator_note("abort requested", action)
+        self._act(action, OperatorVerb.ABORT)
 
-    @workflow.signal
+    @workflow.signal(name=Message.PROMOTE.value)
     def promote(self, action: OperatorAction) -> None:
         """Skip the rest of the current bake (or review period)."""
-        self._promote = True
-        self._operator_note("promoted", action)
+        self._act(action, OperatorVerb.PROMOTE)
 
-    @workflow.signal
+    @workflow.signal(name=Message.OVERRIDE_WINDOW.value)
     def override_window(self, action: OperatorAction) -> None:
-        """Deploy outside a deployment window for the rest of this release; recorded."""
-        self._s.window_overrides.append(action)
-        self._operator_note("window overridden", action)
+        """Let the waiting step through the closed window that holds it; recorded."""
+        self._act(action, OperatorVerb.OVERRIDE_WINDOW)
 
-    @workflow.signal
+    @workflow.update(name=Message.OPERATE.value)
+    def operate(self, action: OperatorAction) -> ReleaseStatus:
+        """Any operator action with an immediate answer (the CLI's way); refusals leave no history."""
+        if reason := self._act(action, action.action):
+            raise ApplicationError(reason, type=ErrorType.REFUSED, non_retryable=True)
+        return self._s
+
+    @operate.validator
+    def _validate_operate(self, action: OperatorAction) -> None:
+        if reason := self._action_refusal(action, action.action):
+            raise ApplicationError(reason, type=ErrorType.REFUSED, non_retryable=True)
+
+    def _action_refusal(self, action: OperatorAction, verb: OperatorVerb) -> str | None:
+        if self._s.outcome is not None:
+            return f"the release has ended ({self._s.outcome})"
+        if verb is OperatorVerb.ABORT and self._run.abort is not None:
+            return f"already aborting (by {self._run.abort.by})"
+        return policy.action_refusal(action, verb, self._ctx(), self._run.waiting)
+
+    def _act(self, action: OperatorAction, verb: OperatorVerb) -> str | None:
+        if reason := self._action_refusal(action, verb):
+            self._refuse(action.by, verb.value, reason)
+            return reason
+        self._accept(action)
+        self._s.actions.append(ActionRecord(action=action, at=workflow.now()))
+        if verb is OperatorVerb.PAUSE:
+            self._s.paused = True
+        elif verb is OperatorVerb.RESUME:
+            self._s.paused = False
+        elif verb is OperatorVerb.PROMOTE:
+            self._run.promote = True
+        elif verb is OperatorVerb.ABORT:
+            self._run.abort = action
+        elif self._run.waiting is not None:
+            self._run.waiting.override = action
+            self._run.events.append(
+                EventInput(
+                    **self._key(f"override-{len(self._s.window_waits)}"),
+                    action="window.overridden",
+                    actor=action.by,
+                    detail={"window": action.window, "step": action.step, "reason": action.reason},
+                )
+            )
+        self._note(f"{verb.value.replace('_', ' ')} by {action.by}: {action.reason}")
+        return None
+
+    @workflow.signal(name=Message.FEEDBACK.value)
     def feedback(self, feedback: Feedback) -> None:
+        if reason := policy.feedback_refusal(feedback, self._ctx()):
+            self._refuse(feedback.by, "feedback", reason)
+            return
+        self._accept(feedback)
         self._s.feedback.append(feedback.model_copy(update={"at": workflow.now()}))
 
-    @workflow.query
+    @workflow.query(name=Message.STATUS.value)
     def status(self) -> ReleaseStatus:
         """The full typed state of the release."""
         return self._s
 
-    @workflow.query
+    @workflow.query(name=Message.HISTORY.value)
     def history(self) -> list[PhaseTransition]:
         """The timeline: phase transitions and operator actions, with their times."""
         return self._s.history
@@ -784,6 +1008,18 @@ class ReleaseWorkflow:
             retry=RECORD_RETRY,
         )
 
+    async def _record_events(self) -> None:
+        """Write the audit rows of amendments and overrides (idempotent by their keys)."""
+        while self._run.events:
+            event = self._run.events.pop(0)
+            await self._activity(
+                Activity.RECORD_EVENT,
+                event,
+                None,
+                f"CMDB: {event.action} by {event.actor}",
+                retry=RECORD_RETRY,
+            )
+
     async def _notify(self, event: str, message: str, recipients: list[str]) -> None:
         await self._activity(
             Activity.NOTIFY,
@@ -807,7 +1043,7 @@ class ReleaseWorkflow:
         awaiting = policy.waiting_for(gate) if gate else []
         if phase is Phase.CLOSED and self._s.needs_operator:
             awaiting = ["operator"]
-        self._s.awaiting = ",".join(awaiting)
+        self._s.awaiting = awaiting
         request = self._s.request
         updates: list[SearchAttributeUpdate[Any]] = [
             visibility.RELEASE_SERVICE.value_set(request.service),
@@ -819,22 +1055,19 @@ class ReleaseWorkflow:
         if self._s.risk is not None:
             updates.append(visibility.RELEASE_RISK.value_set(self._s.risk.value))
         self._publish(updates, defer=True)
-        if gate:
-            self._gate_details(gate)
-        else:
-            self._details(note or phase.value)
+        self._details(details.gate(gate) if gate else (note or phase.value))
 
     def _publish(self, updates: list[SearchAttributeUpdate[Any]], *, defer: bool = False) -> None:
         """Set search attributes; deferred ones are merged until the next wait or activity."""
-        self._pending.update({u.key.name: u for u in updates})
+        self._run.pending.update({u.key.name: u for u in updates})
         if not defer:
             self._flush()
 
     def _flush(self) -> None:
         """Upsert only the attributes whose value changed: each upsert is a history event."""
         current = workflow.info().typed_search_attributes
-        changed = [u for u in self._pending.values() if current.get(u.key) != u.value]
-        self._pending.clear()
+        changed = [u for u in self._run.pending.values() if current.get(u.key) != u.value]
+        self._run.pending.clear()
         if changed:
             workflow.upsert_search_attributes(changed)
 
@@ -843,38 +1076,23 @@ class ReleaseWorkflow:
             Phase.AWAITING_CAB: Gate.REQUEST,
             Phase.AWAITING_PLAN_APPROVAL: Gate.PLAN,
             Phase.DARK_LAUNCH: Gate.MARGINAL,
+            Phase.REVIEWING: Gate.RETRO,
         }.get(self._s.phase)
         gate = self._s.gates.get(phase_gate) if phase_gate else None
         return gate if gate and gate.state is GateState.OPEN else None
 
     def _set_awaiting(self, who: list[str]) -> None:
-        self._s.awaiting = ",".join(who)
-        self._publish([visibility.RELEASE_AWAITING.value_set(who)])
-
-    def _gate_details(self, gate: GateStatus) -> None:
-        approvals = sum(1 for a in gate.votes if a.vote.decision == "approve")
-        voters = ", ".join(f"{a.vote.approver} ({a.vote.decision})" for a in gate.votes) or "none yet"
-        deadline = gate.deadline.isoformat() if gate.deadline else "none"
-        self._details(
-            f"gate **{gate.gate}** {gate.state}: {approvals}/{gate.required} approvals; votes: {voters}; "
-            f"waiting for: {', '.join(policy.waiting_for(gate)) or '-'}; deadline {deadline}; "
-            f"hash {gate.subject_hash[:12]}"
-        )
+        """The one place `awaiting` changes: the status and the `ReleaseAwaiting` attribute."""
+        self._s.awaiting = list(who)
+        self._publish([visibility.RELEASE_AWAITING.value_set(list(who))])
 
     def _details(self, text: str) -> None:
-        request = self._s.request
-        header = f"**{request.service} {request.version}** ({request.change_type}) — {self._s.phase}"
-        if self._s.paused:
-            header += " (paused)"
-        workflow.set_current_details(f"{header}\n\n{text}")
+        workflow.set_current_details(details.page(self._s, text))
 
-    def _operator_note(self, what: str, action: OperatorAction) -> None:
-        workflow.logger.info("%s by %s: %s", what, action.by, action.reason)
-        self._s.history.append(
-            PhaseTransition(
-                phase=self._s.phase, at=workflow.now(), note=f"{what} by {action.by}: {action.reason}"
-            )
-        )
+    def _note(self, text: str) -> None:
+        """An entry in the timeline (operator actions, amendments) at the current phase."""
+        workflow.logger.info("%s", text)
+        self._s.history.append(PhaseTransition(phase=self._s.phase, at=workflow.now(), note=text[:1000]))
 
 
 def _failure_reason(err: BaseException) -> str:

@@ -26,6 +26,9 @@ from relman.contracts import (
     DeployInput,
     DeployResult,
     ErrorType,
+    EventInput,
+    EvidenceInput,
+    EvidenceRecord,
     ExposureInput,
     ExposureResult,
     GateTimeouts,
@@ -47,9 +50,8 @@ from relman.contracts import (
     WindowDecision,
     WindowQuery,
 )
+from tests import people
 
-CAB = ["alice", "bob", "carol", "dave"]
-ECAB = ["erin"]
 STAGES = [
     RolloutStage(name="allow-list", percent=0, bake_seconds=60, allow_list=["tester"]),
     RolloutStage(name="one", percent=1, bake_seconds=60),
@@ -65,10 +67,8 @@ def profile_for(service: str) -> ServiceProfile:
     return ServiceProfile(
         service=service,
         ci_name=f"{service}-app",
-        cab_members=CAB,
-        cab_quorum=2,
-        ecab_members=ECAB,
         stages=STAGES,
+        trust=people.trust(),
         review_period=timedelta(days=1),
         timeouts=GateTimeouts(),
     )
@@ -89,6 +89,8 @@ class FakeActivities:
     compensation_failures: dict[str, int] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     closes: list[CloseChangeInput] = field(default_factory=list)
+    events: list[EventInput] = field(default_factory=list)
+    evidence: list[EvidenceInput] = field(default_factory=list)
     window_checks: int = 0
     blackout_until: datetime | None = None
     leases: dict[str, str] = field(default_factory=dict)
@@ -133,6 +135,17 @@ class FakeActivities:
         self._call(Activity.CLOSE_CHANGE, inp)
         self.closes.append(inp)
 
+    @activity.defn(name=Activity.RECORD_EVENT)
+    async def record_event(self, inp: EventInput) -> None:
+        self._call(Activity.RECORD_EVENT, inp)
+        self.events.append(inp)
+
+    @activity.defn(name=Activity.WRITE_EVIDENCE)
+    async def write_evidence(self, inp: EvidenceInput) -> EvidenceRecord:
+        self._call(Activity.WRITE_EVIDENCE, inp)
+        self.evidence.append(inp)
+        return EvidenceRecord(envelope_sha256="0" * 64, key_id="test")
+
     @activity.defn(name=Activity.CHECK_WINDOW)
     async def check_window(self, q: WindowQuery) -> WindowDecision:
         index = self.window_checks
@@ -141,7 +154,9 @@ class FakeActivities:
         if index in self.closed_window_checks:
             self.blackout_until = q.at + timedelta(days=2)
         if self.blackout_until and q.at < self.blackout_until:
-            return WindowDecision(open=False, reason="blackout", next_open=self.blackout_until)
+            return WindowDecision(
+                open=False, window="test-blackout", reason="blackout", next_open=self.blackout_until
+            )
         return WindowDecision(open=True)
 
     @activity.defn(name=Activity.ACQUIRE_LEASE)
@@ -209,6 +224,7 @@ class FakeActivities:
             self.check_window,
             self.acquire_lease,
             self.release_lease,
+            self.record_event,
         ]
         return [
             self.validate_request,
@@ -220,6 +236,7 @@ class FakeActivities:
             self.set_exposure,
             self.check_health,
             self.notify,
+            self.write_evidence,
         ]
 
 
@@ -231,4 +248,5 @@ def make_request(change_type: ChangeType = ChangeType.NORMAL, service: str = "ch
         requested_by="rita",
         title="Faster checkout",
         commit="0a1b2c3d4e5f",
+        change_model="config-tweak" if change_type is ChangeType.STANDARD else None,
     )

@@ -22,9 +22,11 @@ from relman.contracts import (
     ChangeType,
     CloseCode,
     Decision,
+    Delegation,
     Gate,
     GateState,
     OperatorAction,
+    OperatorVerb,
     Outcome,
     Phase,
     PlanAmendment,
@@ -35,6 +37,7 @@ from relman.contracts import (
     Vote,
 )
 from relman.workflows.release import ReleaseWorkflow
+from tests import people
 from tests.helpers import new_worker
 from tests.workflows.fakes import FakeActivities, make_request
 
@@ -55,12 +58,13 @@ FULL_PATH = [
 
 
 async def start(
-    env: WorkflowEnvironment, worker: Worker, request: ReleaseRequest
+    env: WorkflowEnvironment, worker: Worker, request: ReleaseRequest, *, sign: bool = True
 ) -> WorkflowHandle[ReleaseWorkflow, ReleaseStatus]:
+    release_id = f"release-test-{uuid.uuid4()}"
     return await env.client.start_workflow(
         ReleaseWorkflow.run,
-        request,
-        id=f"release-test-{uuid.uuid4()}",
+        await people.sign(request, release_id) if sign else request,
+        id=release_id,
         task_queue=worker.task_queue,
         static_summary=f"{request.service} {request.version} — {request.change_type} change",
     )
@@ -97,19 +101,40 @@ async def vote(
     comment: str = "looks good",
     approved_hash: str | None = None,
     on_behalf_of: str | None = None,
+    delegation: Delegation | None = None,
 ) -> None:
     current = await status(handle)
-    await handle.execute_update(
-        ReleaseWorkflow.decide,
-        Vote(
-            gate=gate,
-            approver=who,
-            decision=decision,
-            approved_hash=approved_hash or current.gates[gate].subject_hash,
-            comment=comment,
-            on_behalf_of=on_behalf_of,
-        ),
+    if on_behalf_of not in (None, who) and delegation is None:
+        delegation = await delegated(str(on_behalf_of), who)
+    ballot = Vote(
+        gate=gate,
+        approver=who,
+        decision=decision,
+        approved_hash=approved_hash or current.gates[gate].subject_hash,
+        comment=comment,
+        on_behalf_of=on_behalf_of,
+        delegation=delegation,
     )
+    await handle.execute_update(ReleaseWorkflow.decide, await people.sign(ballot, handle.id))
+
+
+async def delegated(delegator: str, delegate: str, **scope: object) -> Delegation:
+    """A delegation signed by `delegator` for checkout's request and plan gates, for a week."""
+    fields: dict[str, object] = {
+        "delegator": delegator,
+        "delegate": delegate,
+        "services": ["checkout"],
+        "gates": [Gate.REQUEST, Gate.PLAN],
+        "not_after": await people.now() + timedelta(days=7),
+        **scope,
+    }
+    return await people.sign(Delegation.model_validate(fields), "*", delegator)
+
+
+async def act(
+    handle: WorkflowHandle, verb: OperatorVerb, by: str, reason: str, **scope: str
+) -> OperatorAction:
+    return await people.sign(OperatorAction(action=verb, by=by, reason=reason, **scope), handle.id)
 
 
 def at_gate(gate: Gate) -> Callable[[ReleaseStatus], bool]:
@@ -281,10 +306,14 @@ async def test_refused_votes_name_the_reason_and_leave_no_history(ts_env: Workfl
         await vote(handle, Gate.PLAN, "carol")
         assert current.plan is not None
         amended = current.plan.model_copy(
-            update={"stages": [RolloutStage(name="ten", percent=10, bake_seconds=30)]}
+            update={
+                "stages": [RolloutStage(name="ten", percent=10, bake_seconds=30)],
+                "revision": current.plan.revision + 1,
+            }
         )
         await handle.signal(
-            ReleaseWorkflow.amend_plan, PlanAmendment(by="rita", plan=amended, reason="smaller")
+            ReleaseWorkflow.amend_plan,
+            await people.sign(PlanAmendment(by="rex", plan=amended, reason="smaller"), handle.id),
         )
         current = await until(ts_env, handle, lambda s: s.plan_hash != old_hash)
         assert current.gates[Gate.PLAN].votes == []
@@ -348,11 +377,13 @@ async def test_operator_abort_during_dark_launch_compensates(ts_env: WorkflowEnv
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
         handle = await start(ts_env, worker, make_request(ChangeType.STANDARD))
         await until(ts_env, handle, lambda s: len(s.stages) >= 2)
-        await handle.signal(ReleaseWorkflow.abort, OperatorAction(by="oscar", reason="pager storm"))
+        await handle.signal(
+            ReleaseWorkflow.abort, await act(handle, OperatorVerb.ABORT, "oli", "pager storm")
+        )
         final = ReleaseStatus.model_validate(await handle.result())
         history = await handle.fetch_history()
     assert final.outcome is Outcome.ABORTED
-    assert "oscar" in final.reason and "pager storm" in final.reason
+    assert "oli" in final.reason and "pager storm" in final.reason
     assert final.compensations == [EXPOSURE_OFF, ROLLBACK_STAGING]
     assert fake.closes[-1].close_code is CloseCode.ABORTED
     record_history("standard_aborted", history.to_json())
@@ -379,12 +410,16 @@ async def test_pause_holds_the_release_until_resume(ts_env: WorkflowEnvironment)
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
         handle = await start(ts_env, worker, make_request(ChangeType.STANDARD))
         await until(ts_env, handle, lambda s: len(s.stages) >= 1)
-        await handle.signal(ReleaseWorkflow.pause, OperatorAction(by="oscar", reason="investigating"))
-        paused = await until(ts_env, handle, lambda s: s.awaiting == "operator")
+        await handle.signal(
+            ReleaseWorkflow.pause, await act(handle, OperatorVerb.PAUSE, "oli", "investigating")
+        )
+        paused = await until(ts_env, handle, lambda s: s.awaiting == ["operator"])
         await ts_env.sleep(timedelta(hours=2))
         still = await status(handle)
         assert still.phase is Phase.DARK_LAUNCH and len(still.stages) == len(paused.stages)
-        await handle.signal(ReleaseWorkflow.resume, OperatorAction(by="oscar", reason="all clear"))
+        await handle.signal(
+            ReleaseWorkflow.resume, await act(handle, OperatorVerb.RESUME, "oli", "all clear")
+        )
         final = ReleaseStatus.model_validate(await handle.result())
     assert final.outcome is Outcome.COMPLETED
 
@@ -410,7 +445,7 @@ async def test_closed_window_at_go_live_waits_durably_then_deploys(ts_env: Workf
     fake = FakeActivities(closed_window_checks={4})  # checks 0-3 are the four stages
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
         handle = await start(ts_env, worker, make_request(ChangeType.STANDARD))
-        waiting = await until(ts_env, handle, lambda s: s.awaiting == "window")
+        waiting = await until(ts_env, handle, lambda s: s.awaiting == ["window"])
         assert waiting.phase is Phase.DEPLOYING
         desc = await handle.describe()
         assert desc.typed_search_attributes.get(visibility.RELEASE_AWAITING) == ["window"]
@@ -436,7 +471,7 @@ async def test_no_data_and_marginal_do_not_promote_on_their_own(
         assert [s.name for s in waiting.stages] == ["allow-list", "one"]
         assert waiting.stages[-1].verdict is None
         assert "expose-stage-five" not in [s for _, s in fake.calls]
-        assert set(waiting.awaiting.split(",")) == {"alice", "bob", "carol", "dave", "erin"}
+        assert set(waiting.awaiting) == {"alice", "bob", "carol", "dave", "erin"}
         await vote(handle, Gate.MARGINAL, "erin", comment="error budget fine")
         final = ReleaseStatus.model_validate(await handle.result())
     assert final.outcome is Outcome.COMPLETED_WITH_ISSUES
@@ -488,7 +523,7 @@ async def test_search_attributes_and_details_follow_the_phase(ts_env: WorkflowEn
         assert await desc.static_summary() == "checkout 2.4.1 — normal change"
         timeline = await handle.query(ReleaseWorkflow.history)
         assert [t.phase for t in timeline] == [Phase.REQUESTED, Phase.AWAITING_CAB]
-        await handle.signal(ReleaseWorkflow.abort, OperatorAction(by="oscar", reason="test over"))
+        await handle.signal(ReleaseWorkflow.abort, await act(handle, OperatorVerb.ABORT, "oli", "test over"))
         final = ReleaseStatus.model_validate(await handle.result())
     assert final.outcome is Outcome.ABORTED
 
@@ -504,8 +539,10 @@ async def test_second_release_of_a_service_waits_for_the_first_to_go_live(
         first = await start(ts_env, worker, make_request(ChangeType.STANDARD))
         await until(ts_env, first, lambda s: s.phase is Phase.DARK_LAUNCH)
         second = await start(ts_env, worker, make_request(ChangeType.STANDARD))
-        waiting = await until(ts_env, second, lambda s: s.awaiting.startswith("release:"))
-        assert waiting.awaiting == f"release:{first.id}"
+        waiting = await until(
+            ts_env, second, lambda s: s.awaiting[:1] != [] and s.awaiting[0].startswith("release:")
+        )
+        assert waiting.awaiting == [f"release:{first.id}"]
         assert waiting.phase is Phase.TESTING
         desc = await second.describe()
         assert desc.typed_search_attributes.get(visibility.RELEASE_AWAITING) == [f"release:{first.id}"]

@@ -1,0 +1,36 @@
+"""The markdown of a release's current details in the Temporal UI: pure functions of the status."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from relman.contracts import GateStatus, ReleaseStatus
+from relman.workflows import policy
+
+
+def when(at: datetime | None) -> str:
+    """A deadline as people read it: UTC to the minute."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if at else "none"
+
+
+def header(status: ReleaseStatus) -> str:
+    request = status.request
+    text = f"**{request.service} {request.version}** ({request.change_type}) — {status.phase}"
+    return text + (" (paused)" if status.paused else "")
+
+
+def gate(g: GateStatus) -> str:
+    voters = ", ".join(f"{a.vote.approver} ({a.vote.decision})" for a in g.votes) or "none yet"
+    return (
+        f"gate **{g.gate}** {g.state}: {g.approvals}/{g.required} approvals; votes: {voters}; "
+        f"waiting for: {', '.join(policy.waiting_for(g)) or '-'}; deadline {when(g.deadline)}; "
+        f"hash {g.subject_hash[:12]}"
+    )
+
+
+def page(status: ReleaseStatus, text: str) -> str:
+    lines = [header(status), "", text]
+    if status.refusals:
+        last = status.refusals[-1]
+        lines += ["", f"last refused: {last.action} by {last.actor}: {last.reason}"]
+    return "\n".join(lines)
