@@ -496,7 +496,7 @@ async def test_failed_health_rolls_back(ts_env: WorkflowEnvironment) -> None:
         handle = await start(ts_env, worker, make_request(ChangeType.STANDARD))
         final = ReleaseStatus.model_validate(await handle.result())
     assert final.outcome is Outcome.ROLLED_BACK
-    assert final.stages[-1].verdict is None
+    assert final.stages[-1].verdict is Verdict.FAIL  # the failed stage says so
     assert fake.closes[-1].failed_at is not None
 
 
@@ -577,7 +577,7 @@ async def test_invalid_input_from_another_client_fails_the_workflow_naming_the_f
         )
         with pytest.raises(WorkflowFailureError) as id_info:
             await bad_id.result()
-    assert "version" in str(info.value.cause) and "pattern" in str(info.value.cause)
+    assert "version" in str(info.value.cause) and "must be a semantic version" in str(info.value.cause)
     assert isinstance(id_info.value.cause, ApplicationError)
     assert id_info.value.cause.type == "InvalidRequest" and "is invalid" in id_info.value.cause.message
     assert fake.calls == []
