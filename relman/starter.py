@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
+from relman.cli.keys import keys_app
 from relman.client import ReleaseClient, ReleaseSummary, build, load_manifest, one_line
 from relman.contracts import (
     Environment,
@@ -46,6 +47,7 @@ window_app = typer.Typer(
 )
 cmdb_app.add_typer(window_app, name="window")
 app.add_typer(cmdb_app, name="cmdb")
+app.add_typer(keys_app, name="keys")
 
 
 class GateChoice(StrEnum):
