@@ -59,6 +59,7 @@ from relman.contracts import (
 )
 from relman.errors import ConfigError, NotFoundError, RefusedError, RelmanError
 from relman.identity.keys import Signer
+from relman.identity.roles import change_model_problem
 from relman.identity.signing import Signable, seal
 from relman.progress import RunningStep, running_step
 from relman.visibility import (
@@ -222,6 +223,7 @@ class ReleaseClient:
         if problem := release_id_problem(release_id):
             raise RelmanError(problem)
         self._check_service(request.service)
+        self._check_change_model(request)
         request = self._sealed(request, release_id, request.requested_by)
         try:
             await self.client.start_workflow(
@@ -282,6 +284,19 @@ class ReleaseClient:
             raise RefusedError(
                 f"unknown service {service!r}: the catalog {self.catalog} knows {', '.join(known) or 'none'}"
             )
+
+    def _check_change_model(self, request: ReleaseRequest) -> None:
+        """A standard change only as a change model the catalog declares (the worker checks too)."""
+        if self.catalog is None:
+            return
+        from relman.catalog import CatalogError, UnknownService, read_trust
+
+        try:
+            trust = read_trust(self.catalog).service(request.service)
+        except (CatalogError, UnknownService):
+            return  # e.g. people's key files only on the worker: the workflow still refuses
+        if problem := change_model_problem(request, trust):
+            raise RefusedError(f"refused: {problem}")
 
     # --- reading -----------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relman.contracts import ChangeType, Gate, Role, Trust
+from relman.contracts import ChangeType, Gate, ReleaseRequest, Role, Trust
 
 
 def gate_policy(gate: Gate, change_type: ChangeType, trust: Trust) -> tuple[int, list[str]]:
@@ -26,3 +26,24 @@ def gate_policy(gate: Gate, change_type: ChangeType, trust: Trust) -> tuple[int,
     if gate is Gate.RETRO:
         return 0, []
     return trust.quorum, cab
+
+
+def change_model_problem(request: ReleaseRequest, trust: Trust) -> str | None:
+    """Why a request's change type and change model do not match what the catalog pre-approves.
+
+    Only a change model the catalog declares for the service makes a change `standard`, and
+    only for the people the model names as its requesters.
+    """
+    model = trust.change_model(request.change_model)
+    if request.change_type is not ChangeType.STANDARD:
+        if request.change_model is not None:
+            return f"change model {request.change_model} is for standard changes, not {request.change_type}"
+        return None
+    if request.change_model is None:
+        return "a standard change names the catalog's change model it follows (change_model)"
+    if model is None:
+        known = ", ".join(m.name for m in trust.change_models) or "none"
+        return f"{request.service} has no change model {request.change_model} (declared: {known})"
+    if request.requested_by not in model.requesters:
+        return f"{request.requested_by} may not request change model {model.name}"
+    return None

@@ -45,7 +45,7 @@ from relman.contracts import (
     WindowWait,
 )
 from relman.identity import verify as identity
-from relman.identity.roles import gate_policy
+from relman.identity.roles import change_model_problem, gate_policy
 from relman.identity.signing import Signable
 
 __all__ = ["gate_policy"]
@@ -98,18 +98,11 @@ def request_refusal(request: ReleaseRequest, risk: Risk, ctx: Context) -> str | 
     """Why a release request may not run: who asked, and whether `standard` is really pre-approved."""
     if problem := ctx.proof_problem(request, request.requested_by, max_age=REQUEST_MAX_AGE):
         return f"request: {problem}"
+    if problem := change_model_problem(request, ctx.trust):
+        return problem
     model = ctx.trust.change_model(request.change_model)
-    if request.change_type is not ChangeType.STANDARD:
-        if request.change_model is not None:
-            return f"change model {request.change_model} is for standard changes, not {request.change_type}"
-        return None
-    if request.change_model is None:
-        return "a standard change names the catalog's change model it follows (change_model)"
     if model is None:
-        known = ", ".join(m.name for m in ctx.trust.change_models) or "none"
-        return f"{ctx.service} has no change model {request.change_model} (declared: {known})"
-    if request.requested_by not in model.requesters:
-        return f"{request.requested_by} may not request change model {model.name}"
+        return None
     if _RISK_ORDER.index(risk) > _RISK_ORDER.index(model.max_risk):
         return f"risk {risk} exceeds change model {model.name}'s maximum {model.max_risk}"
     return None
