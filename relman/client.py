@@ -169,6 +169,7 @@ class ReleaseClient:
         task_queue: str = TASK_QUEUE,
         catalog: Path | None = None,
         signer: SignerFor | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         """`catalog`: the worker's catalog file when this process can read it; `start` then
         refuses a service it does not declare before anything reaches Temporal. Without it the
@@ -182,6 +183,8 @@ class ReleaseClient:
         self.task_queue = task_queue
         self.catalog = catalog
         self.signer = signer
+        self.data_dir = data_dir
+        """Fills `{data_dir}` in the catalog's key-file paths, as for the worker."""
 
     @classmethod
     async def connect(
@@ -201,7 +204,9 @@ class ReleaseClient:
             def signer(name: str) -> Signer:
                 return load_signer(settings, name)
 
-        return cls(await connect(target_host), task_queue or settings.task_queue, catalog, signer)
+        return cls(
+            await connect(target_host), task_queue or settings.task_queue, catalog, signer, settings.data_dir
+        )
 
     def _sealed(self, message: S, release_id: str, who: str) -> S:
         """`message` signed as `who` for `release_id`; unchanged when it is already signed."""
@@ -292,7 +297,7 @@ class ReleaseClient:
         from relman.catalog import CatalogError, UnknownService, read_trust
 
         try:
-            trust = read_trust(self.catalog).service(request.service)
+            trust = read_trust(self.catalog, data_dir=self.data_dir).service(request.service)
         except (CatalogError, UnknownService):
             return  # e.g. people's key files only on the worker: the workflow still refuses
         if problem := change_model_problem(request, trust):
