@@ -1,4 +1,4 @@
-"""Shared set-up of the activity tests: the example catalog on a temporary data dir."""
+"""Shared set-up of the tests on the example catalog: its people's keys, the catalog on a tmp data dir."""
 
 from __future__ import annotations
 
@@ -12,12 +12,31 @@ from relman.activities.build import BuildActivities
 from relman.activities.environment import EnvironmentActivities
 from relman.catalog import Catalog, load_catalog
 from relman.contracts import BuildInput, DeployInput, Environment, ReleasePackage
+from relman.identity.keys import WORKER, Signer, ensure_keys, key_path, write_private
+from tests import people
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_CATALOG = EXAMPLES / "catalog.yaml"
+EXAMPLE_PEOPLE: list[str] = list(yaml.safe_load(EXAMPLE_CATALOG.read_text())["people"])
+"""The people the example catalog declares (their `.pub` files live in `{data_dir}/keys`)."""
+
+
+def example_keys(data_dir: Path) -> dict[str, Signer]:
+    """The example's people and the worker's evidence key, as key files in `data_dir/keys`.
+
+    The example catalog reads each person's `.pub` there, so this runs before it loads. The
+    people sign with the keys of `tests.people` (so `people.sign` and these signers agree);
+    `ensure_keys` creates the rest (the worker's) and returns every signer, by name.
+    """
+    keys_dir = data_dir / "keys"
+    for name in EXAMPLE_PEOPLE:
+        if not key_path(keys_dir, name).exists():
+            write_private(key_path(keys_dir, name), people.PEOPLE[name])
+    return ensure_keys(keys_dir, [*EXAMPLE_PEOPLE, WORKER])
 
 
 def example_catalog(data_dir: Path) -> Catalog:
+    example_keys(data_dir)
     return load_catalog(EXAMPLE_CATALOG, data_dir=data_dir)
 
 
@@ -28,6 +47,7 @@ def custom_catalog(tmp_path: Path, **overrides: Any) -> Catalog:
     raw["services"]["greeter"]["workdir"] = str(EXAMPLES / "greeter")
     path = tmp_path / "catalog.yaml"
     path.write_text(yaml.safe_dump(raw))
+    example_keys(tmp_path / "data")
     return load_catalog(path, data_dir=tmp_path / "data")
 
 

@@ -68,7 +68,7 @@ def request(service: str) -> ReleaseRequest:
 async def test_validate_request(tmp_path: Path) -> None:
     acts = RequestActivities(example_catalog(tmp_path))
     profile = await ActivityEnvironment().run(acts.validate_request, request("greeter"))
-    assert profile.service == "greeter" and profile.cab_quorum == 2
+    assert profile.service == "greeter" and profile.trust.quorum == 2
     with pytest.raises(ApplicationError) as exc:
         await ActivityEnvironment().run(acts.validate_request, request("checkout"))
     assert exc.value.type == ErrorType.UNKNOWN_SERVICE and exc.value.non_retryable

@@ -10,11 +10,12 @@ from relman.activities.registry import create_activities, sync_catalog_to_cmdb
 from relman.cmdb.store import CmdbStore
 from relman.contracts import Activity
 
-from .greeter_support import EXAMPLE_CATALOG, example_catalog
+from .greeter_support import EXAMPLE_CATALOG, example_catalog, example_keys
 
 
 def test_every_activity_is_registered_and_the_catalog_synced(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cmdb.db'}"
+    example_keys(tmp_path / "data")
     acts = create_activities(EXAMPLE_CATALOG, tmp_path / "data", url)
     names = set()
     for fn in acts:
