@@ -78,6 +78,7 @@ __all__ = [
     "ReleaseSummary",
     "RelmanError",
     "load_manifest",
+    "load_plan",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -149,6 +150,43 @@ def load_manifest(path: Path) -> ReleaseRequest:
         return ReleaseRequest.model_validate(data)
     except ValidationError as exc:
         raise RelmanError(f"manifest {path}: {one_line(exc)}") from None
+
+
+def load_plan(path: Path, current: ReleasePlan) -> ReleasePlan:
+    """The amended plan a YAML file describes (its fields at the top level or under `plan:`).
+
+    The file says what changes: a field it leaves out keeps `current`'s value, and a mapping
+    it gives (`acceptance`, `target_window`) changes only the keys it names; lists (`stages`,
+    `components`) are replaced whole. `revision` is ignored: an amendment is always the next one.
+    """
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise RelmanError(f"plan {path} not found") from None
+    except OSError as exc:
+        raise RelmanError(f"plan {path} cannot be read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise RelmanError(f"plan {path} is not valid YAML{where}: {problem}") from None
+    if isinstance(data, dict) and isinstance(data.get("plan"), dict):
+        data = data["plan"]
+    if not isinstance(data, dict):
+        raise RelmanError(f"plan {path} must be a mapping of plan fields (stages, acceptance, ...)")
+    merged = current.model_dump(mode="json")
+    for key, value in data.items():
+        base = merged.get(key)
+        merged[key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
+    merged["revision"] = current.revision
+    try:
+        return ReleasePlan.model_validate(merged)
+    except ValidationError as exc:
+        raise RelmanError(f"plan {path}: {one_line(exc)}") from None
 
 
 def _failure_message(exc: BaseException) -> str:

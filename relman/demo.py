@@ -80,10 +80,11 @@ async def drive(
                 )
         for _, _, line in sorted(news, key=lambda n: (n[0], n[1])):
             emit(f"[{r.label}] {line}")
-        if st.awaiting != r.awaiting and st.outcome is None:
-            r.awaiting = st.awaiting
-            if st.awaiting:
-                emit(f"[{r.label}]           waiting for {st.awaiting}")
+        awaiting = ", ".join(st.awaiting)
+        if awaiting != r.awaiting and st.outcome is None:
+            r.awaiting = awaiting
+            if awaiting:
+                emit(f"[{r.label}]           waiting for {awaiting}")
         if st.outcome is not None:
             return st
         for line in r.ticker.lines(steps, datetime.now(UTC)):
