@@ -8,8 +8,8 @@ retryable error for the first N calls of one step and otherwise delegates to the
 are untouched, so what ends up on disk is what the real compensation did (or did not) do.
 
 The workflow retries a compensation with COMPENSATION_RETRY (8 attempts, backoff 1 s doubling
-to 30 s). The releases are standard changes (no CAB gate), so the test only awaits the result
-and the time-skipping server skips the backoff.
+to 30 s). The releases are standard changes of the example's `docs-only` change model (no CAB
+gate), so the test only awaits the result and the time-skipping server skips the backoff.
 """
 
 from __future__ import annotations
@@ -40,13 +40,17 @@ from relman.contracts import (
     Outcome,
     ReleaseStatus,
 )
+from relman.identity.keys import Signer
 from relman.workflows.release import COMPENSATION_RETRY, ReleaseWorkflow
+from tests.activities.greeter_support import example_keys
 from tests.helpers import new_worker
 from tests.workflows.test_release import start
 from tests.workflows.test_release_real import CATALOG, manifest
 
 pytestmark = pytest.mark.timeout(120)
 
+STANDARD = {"change_type": ChangeType.STANDARD, "change_model": "docs-only"}
+"""A pre-approved change: the example catalog's change model (pat may request it)."""
 ROLLBACK_STAGING = "roll back staging"
 EXPOSURE_OFF = "exposure to 0%"
 
@@ -85,6 +89,7 @@ class Rig:
     data: Path
     cmdb: CmdbStore
     activities: list[Callable[..., Any]]
+    signers: dict[str, Signer]
 
     def current(self, environment: Environment) -> str | None:
         link = self.data / "envs" / "greeter" / environment.value / "current"
@@ -101,7 +106,7 @@ class Rig:
         """A standard (pre-approved) release of `examples/releases/<name>.yaml`, to its end."""
         replaced = {_name(f.real): f.activity() for f in faults}
         activities = [replaced.get(_name(a), a) for a in self.activities]
-        request = manifest(name).model_copy(update={"change_type": ChangeType.STANDARD})
+        request = manifest(name).model_copy(update=STANDARD)
         async with new_worker(self.env.client, ReleaseWorkflow, activities=activities) as worker:
             handle = await start(self.env, worker, request)
             final = ReleaseStatus.model_validate(await handle.result())
@@ -118,7 +123,8 @@ async def rig(ts_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Rig]
     data = tmp_path / "data"
     cmdb_url = f"sqlite:///{tmp_path / 'cmdb.sqlite'}"
     store = CmdbStore(cmdb_url)
-    rig = Rig(ts_env, data, store, create_activities(CATALOG, data, cmdb_url))
+    signers = example_keys(data)
+    rig = Rig(ts_env, data, store, create_activities(CATALOG, data, cmdb_url), signers)
     baseline, _ = await rig.release("greeter-1.1.0")
     assert baseline.outcome is Outcome.COMPLETED, baseline.reason
     assert rig.current(Environment.STAGING) == rig.current(Environment.PRODUCTION) == "1.1.0"
@@ -162,8 +168,9 @@ async def test_rollback_that_keeps_failing_asks_an_operator(rig: Rig) -> None:
     assert len(final.issues) == 1
     assert final.issues[0].startswith(f"compensation '{ROLLBACK_STAGING}' failed: ")
     assert "injected fault #8 in rollback-staging" in final.issues[0]
-    assert final.awaiting == "operator"
-    seen = await ReleaseClient(rig.env.client).status(handle.id)  # what `relman status` shows
+    assert final.awaiting == ["operator"]
+    # what `relman status` shows
+    seen = await ReleaseClient(rig.env.client, signer=rig.signers.__getitem__).status(handle.id)
     assert seen.needs_operator and seen.issues == final.issues
     desc = await handle.describe()
     assert desc.typed_search_attributes.get(visibility.RELEASE_AWAITING) == ["operator"]

@@ -10,8 +10,9 @@ Once the holder is live, the second deploys to staging, tests, launches and goes
 
 Here greeter 1.1.0 and 1.1.1 start together, with the real activities (builds, tests, environment
 directories, flags, health probes) and a SQLite CMDB on the time-skipping server. Both are
-standard changes, so nothing but the lease holds them. Which one gets the lease first is a race;
-the test finds out and checks the other waits for it. The environment adapter's own records
+standard changes (the example's `docs-only` change model), so nothing but the lease holds
+them. Which one gets the lease first is a race; the test finds out and checks the other waits
+for it. The environment adapter's own records
 (`<env>/.relman/deploys.json`, one per deploy with its time) show the order of every switch.
 """
 
@@ -31,6 +32,7 @@ from relman.activities.registry import create_activities
 from relman.cmdb.store import CmdbStore
 from relman.contracts import ChangeType, CloseCode, Environment, Outcome, Phase, ReleaseStatus
 from relman.workflows.release import ReleaseWorkflow
+from tests.activities.greeter_support import example_keys
 from tests.helpers import new_worker
 from tests.workflows.test_release import start, status
 from tests.workflows.test_release_real import CATALOG, manifest
@@ -54,9 +56,10 @@ async def test_second_release_of_a_service_waits_for_the_first_to_go_live(
     data = tmp_path / "data"
     cmdb_url = f"sqlite:///{tmp_path / 'cmdb.sqlite'}"
     store = CmdbStore(cmdb_url)
+    example_keys(data)
     activities = create_activities(CATALOG, data, cmdb_url)
     requests = [
-        manifest(name).model_copy(update={"change_type": ChangeType.STANDARD})
+        manifest(name).model_copy(update={"change_type": ChangeType.STANDARD, "change_model": "docs-only"})
         for name in ("greeter-1.1.0", "greeter-1.1.1-emergency")
     ]
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=activities) as worker:
@@ -71,14 +74,14 @@ async def test_second_release_of_a_service_waits_for_the_first_to_go_live(
             for h in handles:
                 s = await status(h)
                 assert s.outcome is None, f"{h.id} ended early: {s.outcome} {s.reason}"
-                if s.awaiting.startswith("release:"):
+                if any(a.startswith("release:") for a in s.awaiting):
                     waiting[h.id] = s
             await asyncio.sleep(0.1)
         assert len(waiting) == 1
         second: WorkflowHandle[Any, Any] = next(h for h in handles if h.id in waiting)
         first = next(h for h in handles if h is not second)
         waiter = waiting[second.id]
-        assert waiter.awaiting == f"release:{first.id}"
+        assert waiter.awaiting == [f"release:{first.id}"]
         assert waiter.phase is Phase.TESTING
         desc = await second.describe()
         assert desc.typed_search_attributes.get(visibility.RELEASE_AWAITING) == [f"release:{first.id}"]

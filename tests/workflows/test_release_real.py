@@ -3,7 +3,9 @@
 Every side effect is real: the build runs `examples/greeter/build.py` (sha256 artifacts), the
 tests run pytest against the staging copy (JUnit XML), the dark launch writes the flags file and
 probes the version's real HTTP metrics, go-live switches production's `current` symlink, and
-the CMDB is a SQLite file. Each test keeps its history (`real_*`) for the replay test.
+the CMDB is a SQLite file. The example catalog's people sign with real keys (`example_keys`
+puts them in the data dir, where the catalog reads their `.pub` files). Each test keeps its
+history (`real_*`) for the replay test.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from relman.contracts import (
     Environment,
     Gate,
     GateState,
-    OperatorAction,
+    OperatorVerb,
     Outcome,
     Phase,
     ReleaseRequest,
@@ -41,14 +43,17 @@ from relman.contracts import (
     Verdict,
 )
 from relman.workflows.release import ReleaseWorkflow
+from tests.activities.greeter_support import example_keys
 from tests.helpers import new_worker
-from tests.workflows.test_release import at_gate, record_history, start, until, vote
+from tests.workflows.test_release import act, at_gate, record_history, start, until, vote
 
 pytestmark = pytest.mark.timeout(120)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CATALOG = EXAMPLES / "catalog.yaml"
 RELEASES = EXAMPLES / "releases"
+OPERATOR = "oli"
+"""The example catalog's operator."""
 POLL = timedelta(milliseconds=200)
 """Small steps: the bakes (1 s) and the review period (5 s) of the example are real seconds."""
 
@@ -124,6 +129,7 @@ class Greeter:
 async def greeter(ts_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Greeter]:
     data = tmp_path / "data"
     cmdb_url = f"sqlite:///{tmp_path / 'cmdb.sqlite'}"
+    example_keys(data)
     activities = create_activities(CATALOG, data, cmdb_url)
     store = CmdbStore(cmdb_url)
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=activities) as worker:
@@ -194,7 +200,7 @@ async def test_bad_health_in_dark_launch_kills_exposure_and_keeps_production(gre
 
     assert final.outcome is Outcome.ROLLED_BACK
     assert "health failed" in final.reason and "error_rate=0.3" in final.reason
-    assert final.stages[-1].verdict is None  # the stage that failed never got a passing verdict
+    assert final.stages[-1].verdict is Verdict.FAIL  # the failed stage says so
     assert final.compensations == ["exposure to 0%", "roll back staging"]
     flags = greeter.flags()
     assert (flags["version"], flags["percent"], flags["enabled"]) == ("1.3.0", 0.0, False)
@@ -237,7 +243,9 @@ async def test_operator_abort_in_dark_launch_compensates(greeter: Greeter) -> No
     handle = await greeter.start(request)
     await greeter.authorize(handle)
     await until(greeter.env, handle, lambda s: len(s.stages) >= 2, step=POLL)
-    await handle.signal(ReleaseWorkflow.abort, OperatorAction(by="alice", reason="pager went off"))
+    await handle.signal(
+        ReleaseWorkflow.abort, await act(handle, OperatorVerb.ABORT, OPERATOR, "pager went off")
+    )
     final = await greeter.finish(handle, "aborted_in_dark_launch")
 
     assert final.outcome is Outcome.ABORTED
