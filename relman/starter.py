@@ -571,7 +571,7 @@ def format_status(st: ReleaseStatus, steps: Sequence[RunningStep] = ()) -> str:
     if st.kpis:
         lines.append("kpis: " + ", ".join(f"{safe(k)}={v:g}" for k, v in sorted(st.kpis.items())))
     lines.append("timeline:")
-    lines += [f"  {ts(h.at)}  {h.phase.value:<24} {safe(h.note)}" for h in st.history]
+    lines += [f"  {ts(h.at)}  {h.phase.value:<24} {safe(h.note)}".rstrip() for h in st.history]
     if steps:
         now = datetime.now(UTC)
         lines.append("running:")
@@ -653,11 +653,15 @@ def window_wait_lines(w: WindowWait) -> list[str]:
     step = "go-live" if w.step == GO_LIVE else f"stage {safe(w.step)}"
     until = f"until {ts(w.until)}" if w.until else "still waiting"
     reason = f": {safe(w.reason)}" if w.reason else ""
-    lines = [f"  {step} held by window '{safe(w.window)}' since {ts(w.since)}, {until}{reason}"]
+    lines = [f"  {step} held by {window_name(w.window)} since {ts(w.since)}, {until}{reason}"]
     if w.override is not None:
         o = w.override
         lines.append(f"    overridden by {safe(o.by)} ({key_text(o.proof)}): {safe(o.reason)}")
     return lines
+
+
+def window_name(name: str | None) -> str:
+    return f"window '{safe(name)}'" if name else "an unnamed window"
 
 
 def refusal_text(f: Refusal) -> str:
@@ -840,7 +844,7 @@ def operator_answer(verb: OperatorVerb, release_id: str, user: str, st: ReleaseS
     if done is None:
         return f"override-window: sent to {rid} by {by}"
     step = "go-live" if done.step == GO_LIVE else f"stage {safe(done.step or '-')}"
-    return f"override-window: {step} of {rid} let through window '{safe(done.window or '-')}' by {by}"
+    return f"override-window: {step} of {rid} let through {window_name(done.window)} by {by}"
 
 
 @app.command("amend-plan")

@@ -215,6 +215,10 @@ def test_window_waits_and_who_overrode_them() -> None:
         "  go-live held by window 'q4-freeze' since 2025-03-01 15:00:00Z, still waiting",
         f"    overridden by carol (key {CAROL_KEY}): security fix",
     ]
+    unnamed = WindowWait(step="canary", since=T0)
+    assert "  stage canary held by an unnamed window since 2025-03-01 12:00:00Z, still waiting" in lines_of(
+        status(window_waits=[unnamed])
+    )
 
 
 def test_refusals_latest_first_with_the_total() -> None:
