@@ -111,10 +111,11 @@ class ReleaseSummary(Model):
 
 
 def one_line(exc: ValidationError) -> str:
-    """A pydantic error as one line: `field: message`."""
+    """A pydantic error as one line: `field: message` (a rule over several fields: the message)."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or exc.title
-    return f"{loc}: {str(err['msg']).removeprefix('Value error, ')}"
+    loc = ".".join(str(p) for p in err["loc"])
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {message}" if loc else message
 
 
 def build(model: type[M], **fields: Any) -> M:
@@ -406,7 +407,7 @@ class ReleaseClient:
             if loop.time() >= deadline:
                 raise RelmanError(
                     f"{release_id} did not reach the expected state within {timeout:.0f}s "
-                    f"(phase {status.phase.value}, awaiting {status.awaiting or '-'})"
+                    f"(phase {status.phase.value}, awaiting {', '.join(status.awaiting) or '-'})"
                 )
             await asyncio.sleep(interval)
 
