@@ -42,17 +42,20 @@ from relman.contracts import (
     OperatorVerb,
     Outcome,
     PhaseTransition,
+    ReleaseId,
     ReleasePackage,
     ReleasePlan,
     ReleaseRequest,
     ReleaseStatus,
     Risk,
     Role,
+    ServiceName,
     Sha256,
     StageStatus,
     TestReport,
     Trust,
     Verdict,
+    Version,
     Vote,
     WindowWait,
 )
@@ -130,10 +133,10 @@ def stage_subject(plan_hash: str, stage: str) -> str:
 class ReleaseEvidence(Model):
     """The predicate of relman's release evidence (`PREDICATE_TYPE`)."""
 
-    release_id: str
+    release_id: ReleaseId
     """Signed statements are bound to it: verification rebuilds them with it."""
-    service: str
-    version: str
+    service: ServiceName
+    version: Version
     change_type: ChangeType
     risk: Risk | None = None
     outcome: Outcome | None = None

@@ -1,0 +1,75 @@
+"""`relman verify` checks a release's signed evidence offline.
+
+`verify` needs no Temporal server and no CMDB: the evidence file, the catalog (for who may
+do what and the worker's evidence keys) and, optionally, the artifacts themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from relman.errors import RelmanError
+from relman.identity.evidence import EvidenceReport, verify_evidence
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        _fail(f"artifact {path} cannot be read: {exc.strerror}")
+    return digest.hexdigest()
+
+
+def summary(report: EvidenceReport) -> str:
+    """The one line of a verified release: what it was, how it ended, what held it up."""
+    gates = ", ".join(f"{g.gate} {g.approvals}/{g.required}" for g in report.gates if g.required) or "none"
+    outcome = report.outcome.value if report.outcome else "open"
+    return f"evidence verified: {report.release_id} {outcome}, {report.signatures} signatures, gates {gates}"
+
+
+def verify_cmd(
+    file: Annotated[Path, typer.Argument(help="Evidence file (from `relman evidence ID -o FILE`).")],
+    catalog: Annotated[
+        Path | None, typer.Option("--catalog", help="Catalog file (default: RELMAN_CATALOG's).")
+    ] = None,
+    artifact: Annotated[
+        list[Path] | None,
+        typer.Option("--artifact", help="An artifact file whose sha256 must be a subject (repeatable)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check release evidence offline: the envelope, every signature, role and quorum, the artifacts."""
+    from relman.catalog import CatalogError, read_trust
+    from relman.config import load_settings
+
+    try:
+        trust = read_trust(catalog if catalog is not None else load_settings().require_catalog())
+    except (CatalogError, RelmanError) as exc:
+        _fail(str(exc))
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        _fail(f"evidence file {file} cannot be read: {exc.strerror}")
+    artifacts = {path.name: _sha256(path) for path in artifact or []}
+    report = verify_evidence(data, trust.services, trust.evidence_keys, artifacts)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    elif report.ok:
+        typer.echo(summary(report))
+    else:
+        for finding in report.findings:
+            typer.echo(f"error: {finding}", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
