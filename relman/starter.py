@@ -1100,6 +1100,21 @@ def cmdb_windows(as_json: JsonOpt = False) -> None:
     typer.echo(_table(rows) if windows else "no deployment windows")
 
 
+@cmdb_app.command("verify-audit")
+def cmdb_verify_audit(as_json: JsonOpt = False) -> None:
+    """Check the audit log's hash chain; exit 1 naming the first changed, deleted or inserted row."""
+    result = cmdb_call(lambda s: s.verify_audit())
+    if as_json:
+        echo_json(result)
+    elif result.ok:
+        legacy = f" ({result.legacy_rows} legacy rows before the chain starts)" if result.legacy_rows else ""
+        typer.echo(f"audit log intact: {result.rows} rows{legacy}")
+    else:
+        typer.echo(f"audit log broken at row {result.first_broken_id}: {result.reason}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 @window_app.command("add")
 def window_add(
     kind: Annotated[WindowKind, typer.Option(help="blackout, maintenance or freeze.")],

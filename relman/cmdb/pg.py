@@ -3,9 +3,11 @@
 The portable path sends eight round trips per close (BEGIN, six upserts, COMMIT),
 and SQLAlchemy's per-statement CPU capped a worker near 550 closes/s (see
 bench/cmdb_bench.py). Chained data-modifying CTEs do the same work in one atomic
-statement run in autocommit: the audit claim comes first and every later insert
-selects FROM the row before it, so a replayed key (claim returns nothing) touches
-nothing. The tests run every close scenario against both paths' results.
+statement: the audit claim comes first and every later insert selects FROM the row
+before it, so a replayed key (claim returns nothing) touches nothing. The audit row
+is hash-chained inside the same statement (`_CHAINED_CLAIM`), which every audit
+append on PostgreSQL uses. The tests run every close scenario against both paths'
+results, and verify the chain both paths wrote.
 """
 
 from __future__ import annotations
@@ -16,15 +18,28 @@ from typing import Any
 
 from sqlalchemy import text
 
+from relman.cmdb.audit_chain import template
 from relman.contracts import CloseChangeInput
 
-CLOSE_CHANGE = text(
-    """
-WITH claim AS (
-    INSERT INTO audit_log (at, actor, action, subject, release_id, detail, idempotency_key)
-    VALUES (:now, 'relman', 'change.close', :release_id, :release_id, CAST(:detail AS jsonb), :key)
+# The audit row, chained: audit_chain_head() locks the chain and names the row's id and
+# predecessor; the hash is sha256 over the canonical encoding that audit_chain.template
+# rendered around those two (:hash_head || id || :hash_middle || prev_hash || :hash_tail).
+_CHAINED_CLAIM = """
+    INSERT INTO audit_log
+        (id, at, actor, action, subject, release_id, detail, idempotency_key, prev_hash, row_hash)
+    SELECT h.next_id, :at, :actor, :action, :subject, :release_id, CAST(:detail AS jsonb), :key,
+        h.prev_hash, encode(sha256(convert_to(CAST(:hash_head AS text) || h.next_id::text
+            || CAST(:hash_middle AS text) || h.prev_hash || CAST(:hash_tail AS text), 'UTF8')), 'hex')
+    FROM audit_chain_head() AS h
     ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id
+    RETURNING id"""
+
+CLAIM = text(_CHAINED_CLAIM)
+"""One audit row if its key is new (the idempotency claim); returns its id, else nothing."""
+
+CLOSE_CHANGE = text(
+    f"""
+WITH claim AS ({_CHAINED_CLAIM}
 ), ci AS (
     INSERT INTO configuration_item
         (name, ci_class, description, criticality, current_version, row_version, updated_at)
@@ -86,11 +101,54 @@ def _utc(at: datetime | None) -> datetime | None:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
+def claim_params(
+    key: str,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    subject: str,
+    release_id: str | None,
+    detail: dict[str, Any],
+) -> dict[str, Any]:
+    """Bind parameters of the chained audit row (CLAIM, and the claim in CLOSE_CHANGE)."""
+    head, middle, tail = template(
+        at=at,
+        actor=actor,
+        action=action,
+        subject=subject,
+        release_id=release_id,
+        detail=detail,
+        idempotency_key=key,
+    )
+    return {
+        "key": key,
+        "at": _utc(at),
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "release_id": release_id,
+        "detail": json.dumps(detail),
+        "hash_head": head,
+        "hash_middle": middle,
+        "hash_tail": tail,
+    }
+
+
 def close_params(
     inp: CloseChangeInput, *, now: datetime, ci_name: str, deployed: bool, detail: dict[str, Any]
 ) -> dict[str, Any]:
     """Bind parameters of CLOSE_CHANGE, the same values the portable path writes."""
     req = inp.request
+    audit = claim_params(
+        inp.idempotency_key,
+        at=now,
+        actor="relman",
+        action="change.close",
+        subject=inp.release_id,
+        release_id=inp.release_id,
+        detail=detail,
+    )
     approvals = [
         {
             "gate": a.vote.gate.value,
@@ -103,11 +161,8 @@ def close_params(
         }
         for a in inp.approvals
     ]
-    return {
+    return audit | {
         "now": _utc(now),
-        "key": inp.idempotency_key,
-        "detail": json.dumps(detail),
-        "release_id": inp.release_id,
         "ci_name": ci_name,
         "current_version": inp.deployed_version if deployed else None,
         "service": req.service,

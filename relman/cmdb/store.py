@@ -8,6 +8,13 @@ audit row and the effect commit together, so a retried or replayed activity leav
 exactly one row per effect. Natural keys (CI name, release id, window name,
 approval vote, CI version) are unique too, so writes under different keys upsert.
 
+The audit log is hash-chained (relman/cmdb/audit_chain.py): the claim reads the
+chain's head and inserts the row linked to it while holding the chain until its
+transaction ends (SQLite: the write lock BEGIN IMMEDIATE took; PostgreSQL: an
+advisory lock taken in the claim statement itself, which also computes the hash, so
+a write costs no extra round trip), so concurrent writers, in threads or processes,
+append one after another. `verify_audit` checks the chain.
+
 Deployment windows. A window applies to a query when its service is the query's or
 NULL (all) and its environment is the query's or NULL (all); it is active at `at`
 when `start <= at < end`. Deployment is closed when an applicable *blackout* is
@@ -55,6 +62,7 @@ from sqlalchemy.pool import StaticPool
 
 from relman.cmdb import dora as dora_
 from relman.cmdb import pg
+from relman.cmdb.audit_chain import GENESIS, AuditVerification, ChainRow, check_chain, row_hash
 from relman.cmdb.errors import CmdbConflict, CmdbError, CmdbInvalid, CmdbNotFound, CmdbUnavailable
 from relman.cmdb.models import (
     ApprovalRow,
@@ -68,6 +76,7 @@ from relman.cmdb.models import (
     RelationshipType,
     ReviewRecord,
     metadata,
+    upgrade,
 )
 from relman.cmdb.records import (
     ApprovalRecord,
@@ -144,6 +153,8 @@ class _Statements:
         self.claim = (
             insert(AUDIT).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(AUDIT.c.id)
         )
+        # SQLite's chain head; PostgreSQL chains inside its claim statement (pg.CLAIM).
+        self.chain_head = select(AUDIT.c.id, AUDIT.c.row_hash).order_by(AUDIT.c.id.desc()).limit(1)
 
         def ci(set_: dict[str, Any]) -> Any:
             return insert(CI).on_conflict_do_update(index_elements=["name"], set_=set_).returning(CI.c.id)
@@ -306,6 +317,7 @@ class CmdbStore:
                     if self._schema:
                         conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"'))
                 metadata.create_all(conn)
+                upgrade(conn)
                 conn.execute(
                     self._insert(REL_TYPE)
                     .values(
@@ -356,6 +368,15 @@ class CmdbStore:
 
     # --- the audit log (the idempotency claim) -------------------------------
 
+    def _chain_next(self, conn: Connection) -> tuple[int, str]:
+        """SQLite: id and prev_hash of the next audit row. No lock to take: `_write` began
+        with BEGIN IMMEDIATE, so this transaction holds the write lock until it ends."""
+        last = conn.execute(self._sql.chain_head).first()
+        if last is None:
+            return 1, GENESIS
+        # After legacy rows (no hash) the chain starts afresh, as check_chain expects.
+        return last.id + 1, last.row_hash or GENESIS
+
     def _claim(
         self,
         conn: Connection,
@@ -367,20 +388,29 @@ class CmdbStore:
         release_id: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> bool:
-        """Insert the audit row for `key` if absent; False means the effect is already done."""
-        row = conn.execute(
-            self._sql.claim,
-            dict(
-                at=self._clock(),
-                actor=actor,
-                action=action,
-                subject=subject,
-                release_id=release_id,
-                detail=_scrub(detail or {}),
-                idempotency_key=key,
-            ),
-        ).first()
-        return row is not None
+        """Insert the audit row for `key` if absent, chained to the log's last row; False
+        means the effect is already done."""
+        at, detail = self._clock(), _scrub(detail or {})
+        if self.dialect == "postgresql":
+            params = pg.claim_params(
+                key, at=at, actor=actor, action=action, subject=subject, release_id=release_id, detail=detail
+            )
+            return conn.execute(pg.CLAIM, params).first() is not None
+        next_id, prev = self._chain_next(conn)
+        row = ChainRow(next_id, at, actor, action, subject, release_id, detail, key)
+        values = dict(
+            id=next_id,
+            at=at,
+            actor=actor,
+            action=action,
+            subject=subject,
+            release_id=release_id,
+            detail=detail,
+            idempotency_key=key,
+            prev_hash=prev,
+            row_hash=row_hash(row, prev),
+        )
+        return conn.execute(self._sql.claim, values).first() is not None
 
     def append_audit(
         self,
@@ -420,6 +450,26 @@ class CmdbStore:
                 )
                 for r in rows
             ]
+
+    def verify_audit(self) -> AuditVerification:
+        """Check the whole audit log's hash chain, oldest row first (one snapshot)."""
+        with self._read() as conn:
+            rows = conn.execution_options(yield_per=1000).execute(select(AUDIT).order_by(AUDIT.c.id))
+            return check_chain(
+                ChainRow(
+                    id=r.id,
+                    at=r.at,
+                    actor=r.actor,
+                    action=r.action,
+                    subject=r.subject,
+                    release_id=r.release_id,
+                    detail=r.detail,
+                    idempotency_key=r.idempotency_key,
+                    prev_hash=r.prev_hash,
+                    row_hash=r.row_hash,
+                )
+                for r in rows
+            )
 
     # --- change records (the activities' writes) ------------------------------
 
