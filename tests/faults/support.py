@@ -3,6 +3,10 @@ server that can be killed and restarted, worker subprocesses, and instant activi
 
 Everything started here is stopped by its owner's `close()`/`stop()`; the fixtures in
 `tests/faults/conftest.py` call them in finalizers so nothing outlives a failing test.
+
+Requests and votes are signed by the test people (`tests.people`), issued on the clock of the
+server the release runs on: the wall clock (a dev server's), or `clock=people.now` for the
+time-skipping server, whose clock runs ahead.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowHandle
 
@@ -32,10 +36,19 @@ from relman.contracts import (
     Vote,
 )
 from relman.devserver import DevServer, free_port
+from relman.identity.signing import Signable
 from relman.workflows.release import ReleaseWorkflow
+from tests import people
 
 ROOT = Path(__file__).resolve().parents[2]
-CAB = ["alice", "bob", "carol", "dave"]
+OPERATOR = "oli"
+"""An operator, in the test people's roles and in the example catalog's."""
+S = TypeVar("S", bound=Signable)
+Clock = Callable[[], Awaitable[datetime]]
+
+
+async def wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 # --- a TCP proxy we control --------------------------------------------------------------
@@ -260,38 +273,46 @@ async def wait_status(
     return result
 
 
+async def signed(message: S, release_id: str, clock: Clock = wall_clock, who: str | None = None) -> S:
+    """`message` signed by `who` (default: the name it carries), issued now by `clock`."""
+    return people.signed(message, release_id, who, at=await clock())
+
+
 def gate_open(gate: Gate) -> Callable[[ReleaseStatus], bool]:
     return lambda s: gate in s.gates and s.gates[gate].state is GateState.OPEN
 
 
-async def approve(handle: WorkflowHandle[Any, Any], gate: Gate, *members: str, timeout: float = 60) -> None:
+async def approve(
+    handle: WorkflowHandle[Any, Any],
+    gate: Gate,
+    *members: str,
+    timeout: float = 60,
+    clock: Clock = wall_clock,
+) -> None:
     """Wait for the gate, then approve it with the `decide` update, one member after another."""
     current = await wait_status(handle, gate_open(gate), timeout=timeout)
     for member in members:
-        await handle.execute_update(
-            ReleaseWorkflow.decide,
-            Vote(
-                gate=gate,
-                approver=member,
-                decision=Decision.APPROVE,
-                approved_hash=current.gates[gate].subject_hash,
-                comment="ok",
-            ),
+        vote = Vote(
+            gate=gate,
+            approver=member,
+            decision=Decision.APPROVE,
+            approved_hash=current.gates[gate].subject_hash,
+            comment="ok",
         )
+        await handle.execute_update(ReleaseWorkflow.decide, await signed(vote, handle.id, clock))
 
 
 async def signal_approval(handle: WorkflowHandle[Any, Any], gate: Gate, subject_hash: str) -> None:
     """Two CAB approvals by signal (fire-and-forget, as any Temporal client can send)."""
     for member in ("alice", "bob") if gate is Gate.REQUEST else ("carol", "dave"):
-        await handle.signal(
-            ReleaseWorkflow.approve,
-            Vote(gate=gate, approver=member, decision=Decision.APPROVE, approved_hash=subject_hash),
-        )
+        vote = Vote(gate=gate, approver=member, decision=Decision.APPROVE, approved_hash=subject_hash)
+        await handle.signal(ReleaseWorkflow.approve, await signed(vote, handle.id))
 
 
 async def start_release(
-    client: Client, task_queue: str, request: ReleaseRequest, release_id: str
+    client: Client, task_queue: str, request: ReleaseRequest, release_id: str, clock: Clock = wall_clock
 ) -> WorkflowHandle[Any, ReleaseStatus]:
+    request = await signed(request, release_id, clock)
     return await client.start_workflow(ReleaseWorkflow.run, request, id=release_id, task_queue=task_queue)
 
 
@@ -319,8 +340,7 @@ def profile(
     return ServiceProfile(
         service=service,
         ci_name=service,
-        cab_members=CAB,
-        cab_quorum=2,
+        trust=people.trust(quorum=2),
         stages=[
             RolloutStage(name="allow-list", percent=0, bake_seconds=bake, allow_list=["alice"]),
             RolloutStage(name="one", percent=1, bake_seconds=bake),

@@ -28,6 +28,7 @@ from relman.cmdb.store import CmdbStore
 from relman.contracts import CloseCode, Gate, Outcome, Phase, ReleaseStatus
 from relman.progress import describe_step
 from relman.workflows.release import ReleaseWorkflow
+from tests import people
 from tests.faults.support import (
     TcpProxy,
     approve,
@@ -120,7 +121,8 @@ async def test_postgres_unreachable_for_30s_while_releases_close(
             closed = mid_outage.count(Phase.CLOSED)
             assert committed >= 1 and closed <= committed - 1, (committed, mid_outage)
             assert mid_outage.count(Phase.CLOSING) >= RELEASES // 2, mid_outage
-            await closes_shown_retrying(ReleaseClient(dev_env.client, worker.task_queue), handles)
+            reader = ReleaseClient(dev_env.client, worker.task_queue, signer=people.PEOPLE.__getitem__)
+            await closes_shown_retrying(reader, handles)
             await asyncio.sleep(outage_at[0] + OUTAGE_SECONDS - 1 - time.monotonic())
             assert await phases_of(handles) == mid_outage  # nothing moved while it was down
             await asyncio.sleep(outage_at[0] + OUTAGE_SECONDS - time.monotonic())

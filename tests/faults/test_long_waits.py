@@ -22,6 +22,7 @@ from relman.activities.cmdb import CmdbActivities
 from relman.cmdb.store import CmdbStore
 from relman.contracts import CloseCode, Gate, GateState, GateTimeouts, Outcome, Phase, ReleaseStatus
 from relman.workflows.release import ReleaseWorkflow
+from tests import people
 from tests.faults.support import approve, profile, request_for, start_release, status
 from tests.helpers import new_worker
 from tests.workflows.fakes import FakeActivities
@@ -59,7 +60,11 @@ async def test_cab_answered_after_29_days_and_a_7_day_review_complete(
 ) -> None:
     worker, store = long_worker
     handle = await start_release(
-        ts_env.client, worker.task_queue, request_for("longwait"), f"release-long-{uuid.uuid4().hex[:8]}"
+        ts_env.client,
+        worker.task_queue,
+        request_for("longwait"),
+        f"release-long-{uuid.uuid4().hex[:8]}",
+        clock=people.now,  # signed on the time-skipping server's clock
     )
     await approve(handle, Gate.REQUEST)  # waits for the gate to open, votes nobody yet
     opened = (await status(handle)).gates[Gate.REQUEST]
@@ -67,8 +72,8 @@ async def test_cab_answered_after_29_days_and_a_7_day_review_complete(
     await ts_env.sleep(timedelta(days=29))
     waiting = await status(handle)
     assert (waiting.phase, waiting.gates[Gate.REQUEST].state) == (Phase.AWAITING_CAB, GateState.OPEN)
-    await approve(handle, Gate.REQUEST, "alice", "bob")
-    await approve(handle, Gate.PLAN, "carol", "dave")
+    await approve(handle, Gate.REQUEST, "alice", "bob", clock=people.now)
+    await approve(handle, Gate.PLAN, "carol", "dave", clock=people.now)
     final: ReleaseStatus = await handle.result()
 
     assert final.outcome is Outcome.COMPLETED, final.reason
@@ -96,7 +101,11 @@ async def test_cab_gate_unanswered_for_30_days_expires_with_a_record(
 ) -> None:
     worker, store = long_worker
     handle = await start_release(
-        ts_env.client, worker.task_queue, request_for("nobody"), f"release-expire-{uuid.uuid4().hex[:8]}"
+        ts_env.client,
+        worker.task_queue,
+        request_for("nobody"),
+        f"release-expire-{uuid.uuid4().hex[:8]}",
+        clock=people.now,
     )
     final: ReleaseStatus = await handle.result()  # time skips the whole 30 days
 

@@ -39,10 +39,12 @@ from temporalio.client import WorkflowHandle
 
 from relman.client import ReleaseClient
 from relman.cmdb.store import CmdbStore
-from relman.contracts import CloseCode, Gate, OperatorAction, Outcome, ReleaseStatus
+from relman.contracts import CloseCode, Gate, OperatorAction, OperatorVerb, Outcome, ReleaseStatus
 from relman.progress import describe_step
 from relman.workflows.release import ReleaseWorkflow
+from tests.activities.greeter_support import example_keys
 from tests.faults.support import (
+    OPERATOR,
     ROOT,
     KillableDevServer,
     TcpProxy,
@@ -50,6 +52,7 @@ from tests.faults.support import (
     approve,
     poll,
     request_for,
+    signed,
     start_release,
     wait_status,
 )
@@ -67,7 +70,8 @@ def held(argv: list[str], holds: Path, name: str) -> list[str]:
 
 
 def write_catalog(path: Path, holds: Path) -> None:
-    """The example catalog's greeter, five times, each copy stoppable at one step."""
+    """The example catalog's greeter, five times, each copy stoppable at one step; its people
+    and evidence key as in the example (their key files in the worker's data dir)."""
     example = yaml.safe_load((ROOT / "examples" / "catalog.yaml").read_text())
     greeter = example["services"]["greeter"]
     services = {}
@@ -90,7 +94,9 @@ def write_catalog(path: Path, holds: Path) -> None:
     services["k-tests"]["tests"][0]["command"] = held(greeter["tests"][0]["command"], holds, "unit")
     services["k-stage"]["stages"][0]["bake_seconds"] = LONG_BAKE
     services["k-golive"]["stages"][3]["bake_seconds"] = LONG_BAKE
-    catalog = {"configuration_items": example["configuration_items"], "services": services}
+    catalog = {key: example[key] for key in ("signatures", "people", "evidence", "configuration_items")} | {
+        "services": services
+    }
     path.write_text(yaml.safe_dump(catalog, sort_keys=False))
 
 
@@ -179,6 +185,7 @@ async def test_worker_killed_in_each_kind_of_activity(tmp_path: Path, pg_url: st
     holds.mkdir()
     catalog = tmp_path / "catalog.yaml"
     write_catalog(catalog, holds)
+    signers = example_keys(data)
     schema = f"faults_{uuid.uuid4().hex[:10]}"
     cmdb = CmdbStore(pg_url, schema=schema)
     cmdb.count("change")  # the schema exists before the workers use it
@@ -238,13 +245,13 @@ async def test_worker_killed_in_each_kind_of_activity(tmp_path: Path, pg_url: st
             lock = EnvLock(env_dir(service, "production"))
             locks.append(lock)
             await lock.take()
-            await handles[service].signal(
-                ReleaseWorkflow.promote, OperatorAction(by="alice", reason="fault test: next step")
-            )
+            action = OperatorAction(action=OperatorVerb.PROMOTE, by=OPERATOR, reason="fault test: next step")
+            await handles[service].signal(ReleaseWorkflow.promote, await signed(action, rid[service]))
         await running(handles["k-stage"], "set_exposure")
         await running(handles["k-golive"], "deploy")
         await running(handles["k-build"], "build_package")
-        await operators_see_the_held_build(ReleaseClient(client, f"kill-{tag}"), rid["k-build"])
+        release_client = ReleaseClient(client, f"kill-{tag}", signer=signers.__getitem__)
+        await operators_see_the_held_build(release_client, rid["k-build"])
         await running(handles["k-tests"], "run_tests")
         await running(handles["k-cmdb"], "close_change")
 
