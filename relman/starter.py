@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from relman.cli.evidence import verify_cmd
+from relman.cli.evidence import evidence_cmd, verify_cmd
 from relman.cli.keys import keys_app
 from relman.client import (
     GATE_ORDER,
@@ -81,6 +81,7 @@ window_app = typer.Typer(
 cmdb_app.add_typer(window_app, name="window")
 app.add_typer(cmdb_app, name="cmdb")
 app.add_typer(keys_app, name="keys")
+app.command("evidence")(evidence_cmd)
 app.command("verify")(verify_cmd)
 
 

@@ -1,4 +1,4 @@
-"""`relman verify` checks a release's signed evidence offline.
+"""`relman evidence` exports a release's signed evidence; `relman verify` checks it offline.
 
 `verify` needs no Temporal server and no CMDB: the evidence file, the catalog (for who may
 do what and the worker's evidence keys) and, optionally, the artifacts themselves.
@@ -7,6 +7,7 @@ do what and the worker's evidence keys) and, optionally, the artifacts themselve
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -19,6 +20,42 @@ from relman.identity.evidence import EvidenceReport, verify_evidence
 def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
+
+
+def evidence_cmd(
+    release_id: Annotated[str, typer.Argument(help="Release id, e.g. release-checkout-2.4.1.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the envelope here (default: stdout).")
+    ] = None,
+) -> None:
+    """Export a closed release's signed evidence (a DSSE envelope) from the CMDB."""
+    # Imported here: reading settings and the CMDB is for this command only, and `verify`
+    # must start without either.
+    from relman.cmdb import CmdbStore
+    from relman.cmdb.errors import CmdbError
+    from relman.config import load_settings
+
+    try:
+        store = CmdbStore(load_settings().cmdb)
+    except (RelmanError, CmdbError) as exc:
+        _fail(str(exc))
+    try:
+        stored = store.get_evidence(release_id)
+    except CmdbError as exc:
+        _fail(f"CMDB: {exc}")
+    finally:
+        store.close()
+    if stored is None:
+        _fail(f"the CMDB has no evidence for {release_id}; evidence is written when a release closes")
+    text = json.dumps(stored.envelope, indent=2, sort_keys=True) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror}")
+    typer.echo(f"evidence of {release_id} written to {output} (sha256 {stored.envelope_sha256})")
 
 
 def _sha256(path: Path) -> str:

@@ -203,6 +203,20 @@ class ReviewRecord(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class EvidenceRow(Base):
+    """A release's signed evidence (a DSSE envelope), written once when the release closes."""
+
+    __tablename__ = "evidence"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[str] = mapped_column(String(128), unique=True)
+    envelope: Mapped[dict[str, Any]] = mapped_column(Json)
+    sha256: Mapped[str] = mapped_column(String(64))
+    """Of the envelope's canonical JSON, as `relman.identity.evidence.envelope_digest` computes it."""
+    key_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class AuditLog(Base):
     """Append-only: triggers refuse UPDATE and DELETE on both dialects; hash-chained
     (relman/cmdb/audit_chain.py) so that edits made around the triggers show."""

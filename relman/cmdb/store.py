@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import (
     Engine,
     Row,
@@ -72,6 +73,7 @@ from relman.cmdb.models import (
     ConfigurationItem,
     DeploymentWindow,
     EnvironmentLease,
+    EvidenceRow,
     Relationship,
     RelationshipType,
     ReviewRecord,
@@ -95,6 +97,7 @@ from relman.contracts import (
     ChangeType,
     CloseChangeInput,
     Criticality,
+    EvidenceRecord,
     Feedback,
     LeaseDecision,
     LeaseInput,
@@ -114,6 +117,7 @@ LEASE = metadata.tables[EnvironmentLease.__tablename__]
 WINDOW = metadata.tables[DeploymentWindow.__tablename__]
 REVIEW = metadata.tables[ReviewRecord.__tablename__]
 AUDIT = metadata.tables[AuditLog.__tablename__]
+EVIDENCE = metadata.tables[EvidenceRow.__tablename__]
 
 DEFAULT_RELATIONSHIP_TYPES = [
     ("depends_on", "depends on", "is depended on by"),
@@ -140,6 +144,15 @@ def _scrub(detail: Any) -> Any:
     if isinstance(detail, list):
         return [_scrub(v) for v in detail]
     return detail
+
+
+class StoredEvidence(BaseModel):
+    """A release's evidence as the CMDB keeps it."""
+
+    envelope: dict[str, Any]
+    envelope_sha256: str
+    key_id: str
+    at: datetime
 
 
 class _Statements:
@@ -1026,6 +1039,56 @@ class CmdbStore:
                 )
             )
         return bool(result.rowcount)
+
+    # --- release evidence ------------------------------------------------------------
+
+    def _evidence_record(self, conn: Connection, release_id: str) -> EvidenceRecord | None:
+        row = conn.execute(
+            select(EVIDENCE.c.sha256, EVIDENCE.c.key_id).where(EVIDENCE.c.release_id == release_id)
+        ).first()
+        return None if row is None else EvidenceRecord(envelope_sha256=row.sha256, key_id=row.key_id)
+
+    def put_evidence(
+        self, key: str, release_id: str, envelope: dict[str, Any], record: EvidenceRecord
+    ) -> EvidenceRecord:
+        """Keep a release's signed evidence and return what is kept: the first envelope of a
+        release stays, so a retry, a replay or a second close all get the same evidence."""
+        with self._write() as conn:
+            kept = self._evidence_record(conn, release_id)
+            if kept is None and self._claim(
+                conn,
+                key,
+                actor="relman",
+                action="evidence.write",
+                subject=release_id,
+                release_id=release_id,
+                detail={"sha256": record.envelope_sha256, "key_id": record.key_id},
+            ):
+                conn.execute(
+                    self._insert(EVIDENCE)
+                    .values(
+                        release_id=release_id,
+                        envelope=envelope,
+                        sha256=record.envelope_sha256,
+                        key_id=record.key_id,
+                        at=self._clock(),
+                    )
+                    .on_conflict_do_nothing(index_elements=["release_id"])
+                )
+                kept = self._evidence_record(conn, release_id)
+        if kept is None:
+            raise CmdbInvalid(
+                f"idempotency key {key} was used by another write, not by evidence of {release_id}"
+            )
+        return kept
+
+    def get_evidence(self, release_id: str) -> StoredEvidence | None:
+        """The signed evidence of a release, as written when it closed."""
+        with self._read() as conn:
+            row = conn.execute(select(EVIDENCE).where(EVIDENCE.c.release_id == release_id)).first()
+        if row is None:
+            return None
+        return StoredEvidence(envelope=row.envelope, envelope_sha256=row.sha256, key_id=row.key_id, at=row.at)
 
     # --- DORA ------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from relman.contracts import CloseCode
-from relman.identity.evidence import build_statement, sign_envelope
+from relman.cmdb import CmdbStore
+from relman.contracts import CloseCode, EvidenceRecord
+from relman.identity.evidence import build_statement, envelope_digest, sign_envelope
 from tests.identity.evidence_support import ARTIFACT, RELEASE_ID, Cast, artifact_file, closed_release
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,3 +152,28 @@ def test_missing_files_are_one_line(files: tuple[Path, Path, Path], tmp_path: Pa
     assert done.returncode == 1 and done.stderr.startswith(f"error: artifact {tmp_path / 'nope.whl'} cannot")
     done = relman("verify", evidence, "--catalog", tmp_path / "nope.yaml")
     assert done.returncode == 1 and "cannot read the catalog" in done.stderr
+
+
+def test_export_from_the_cmdb_then_verify(tmp_path: Path, cast: Cast, envelope: dict[str, Any]) -> None:
+    url = f"sqlite:///{tmp_path}/cmdb.sqlite"
+    store = CmdbStore(url)
+    try:
+        record = EvidenceRecord(envelope_sha256=envelope_digest(envelope), key_id=cast.worker.key_id)
+        store.put_evidence(f"{RELEASE_ID}/evidence", RELEASE_ID, envelope, record)
+    finally:
+        store.close()
+    env = {**os.environ, "RELMAN_CMDB_URL": url, "RELMAN_DATA_DIR": str(tmp_path / "data")}
+    out = tmp_path / "exported.json"
+    done = relman("evidence", RELEASE_ID, "-o", out, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        f"evidence of {RELEASE_ID} written to {out} (sha256 {record.envelope_sha256})"
+    )
+    done = relman("verify", out, "--catalog", write_catalog(tmp_path / "catalog.yaml", cast), env=env)
+    assert done.returncode == 0, done.stderr
+
+    done = relman("evidence", "release-nothing-1.0.0", env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "error: the CMDB has no evidence for release-nothing-1.0.0; evidence is written when a release closes"
+    )

@@ -1,0 +1,60 @@
+"""The release evidence activity: build the in-toto statement, sign it, keep it in the CMDB.
+
+The envelope is written once per release: a retried activity finds its audit row and a
+second release-closing write (another key, a replay) finds the release's envelope, and both
+return what is stored, so the evidence of a release never changes after it is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from relman.cmdb.errors import CmdbError, CmdbInvalid
+from relman.cmdb.store import CmdbStore
+from relman.contracts import Activity, EvidenceInput, EvidenceRecord
+from relman.identity.evidence import build_statement, envelope_digest, sign_envelope
+from relman.identity.keys import Signer
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+
+class EvidenceActivities:
+    """Evidence writing with the worker's evidence key; the worker registers `all()`."""
+
+    def __init__(self, store: CmdbStore, signer: Signer) -> None:
+        self.store = store
+        self.signer = signer
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.write_evidence]
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(fn)
+        except CmdbInvalid as e:
+            raise ApplicationError(str(e), type=e.type, non_retryable=True) from e
+        except CmdbError as e:
+            raise ApplicationError(str(e), type=e.type, non_retryable=False) from e
+
+    @activity.defn(name=Activity.WRITE_EVIDENCE)
+    async def write_evidence(self, inp: EvidenceInput) -> EvidenceRecord:
+        """Sign the release's evidence with the worker's key and store it in the CMDB."""
+        envelope = sign_envelope(build_statement(inp.status, inp.close_code), self.signer)
+        record = EvidenceRecord(envelope_sha256=envelope_digest(envelope), key_id=self.signer.key_id)
+        stored = await self._call(
+            lambda: self.store.put_evidence(inp.idempotency_key, inp.release_id, envelope, record)
+        )
+        log.info(
+            "cmdb.evidence_written",
+            key=inp.idempotency_key,
+            sha256=stored.envelope_sha256,
+            key_id=stored.key_id,
+        )
+        return stored
