@@ -1,4 +1,8 @@
-"""End to end on a real dev server: the `relman` CLI (as a subprocess) against a real worker."""
+"""End to end on a real dev server: the `relman` CLI (as a subprocess) against a real worker.
+
+The example catalog's people sign with their keys in the data dir, where both the worker (their
+`.pub` files) and the CLI (`--as NAME` reads `<data dir>/keys/NAME.key`) find them.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +25,15 @@ from relman.client import ReleaseClient
 from relman.config import load_settings
 from relman.contracts import Gate, GateState, Outcome, Phase, ReleaseStatus
 from relman.worker import run_worker
+from tests.activities.greeter_support import example_keys
 from tests.helpers import assert_eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "examples" / "releases" / "greeter-1.1.0.yaml"
+OPERATOR = "oli"
+"""The example catalog's operator (pause, resume, abort)."""
 
 
 @dataclass
@@ -74,6 +81,7 @@ async def cli(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Cli
         "RELMAN_CMDB_URL": f"sqlite:///{tmp_path / 'cmdb.sqlite'}",
         "RELMAN_CATALOG": str(ROOT / "examples" / "catalog.yaml"),
     }
+    signers = example_keys(tmp_path / "data")
     settings = load_settings(
         task_queue=queue,
         data_dir=tmp_path / "data",
@@ -87,7 +95,7 @@ async def cli(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Cli
     )
     await asyncio.wait_for(ready.wait(), 30)
     try:
-        yield Cli(env, ReleaseClient(dev_env.client, queue))
+        yield Cli(env, ReleaseClient(dev_env.client, queue, signer=signers.__getitem__))
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
@@ -120,15 +128,15 @@ async def test_release_through_every_phase_from_the_cli(cli: Cli, tmp_path: Path
 
     # Pause before the plan is approved: the release holds before building.
     await cli.until(rid, gate_open(Gate.PLAN))
-    await cli("pause", rid, "--as", "alice", "--reason", "waiting for the on-call handover")
+    await cli("pause", rid, "--as", OPERATOR, "--reason", "waiting for the on-call handover")
     await cli("approve", rid, "--as", "carol", "--gate", "plan")
     await cli("approve", rid, "--as", "dave", "--gate", "plan")
-    await cli.until(rid, lambda st: st.paused and st.awaiting == "operator")
+    await cli.until(rid, lambda st: st.paused and st.awaiting == ["operator"])
     status = await cli.json("status", rid)
     assert status["paused"] is True and status["outcome"] is None
     assert status["gates"]["plan"]["state"] == "approved"
     assert [v["vote"]["approver"] for v in status["gates"]["request"]["votes"]] == ["alice", "bob"]
-    await cli("resume", rid, "--as", "alice", "--reason", "handover done")
+    await cli("resume", rid, "--as", OPERATOR, "--reason", "handover done")
 
     await cli.until(rid, lambda st: st.phase is Phase.REVIEWING or st.outcome is not None)
     await cli("feedback", rid, "--as", "alice", "--rating", "4", "--comment", "friendlier indeed")
@@ -172,10 +180,10 @@ async def test_abort_while_waiting_for_a_window_compensates(cli: Cli, tmp_path: 
         await cli.until(rid, gate_open(gate))
         for member in ("alice", "bob"):
             await cli.client.approve(rid, member, gate)
-    waiting = await cli.until(rid, lambda st: st.awaiting == "window" or st.outcome is not None)
+    waiting = await cli.until(rid, lambda st: st.awaiting == ["window"] or st.outcome is not None)
     assert waiting.outcome is None and waiting.phase is Phase.DARK_LAUNCH
 
-    await cli("abort", rid, "--as", "alice", "--reason", "freeze runs longer than planned")
+    await cli("abort", rid, "--as", OPERATOR, "--reason", "freeze runs longer than planned")
     final = await cli.until(rid, lambda st: st.outcome is not None)
     assert final.outcome is Outcome.ABORTED
     assert final.compensations == ["exposure to 0%", "roll back staging"]
@@ -188,12 +196,19 @@ async def test_abort_while_waiting_for_a_window_compensates(cli: Cli, tmp_path: 
     assert missing == "error: no release named release-greeter-9.9.9"
 
 
-async def test_delegated_approval_then_a_veto_rejects(cli: Cli) -> None:
+async def test_delegated_approval_then_a_veto_rejects(cli: Cli, tmp_path: Path) -> None:
     rid = f"release-greeter-1.2.0-{uuid.uuid4().hex[:6]}"
     await cli("start", str(ROOT / "examples" / "releases" / "greeter-1.2.0.yaml"), "--id", rid)
+    delegation = tmp_path / "dave-to-carol.json"
+    until = (datetime.now(UTC) + timedelta(days=7)).isoformat()
+    await cli(
+        "delegate", "--as", "dave", "--to", "carol", "--service", "greeter", "--gate", "request",
+        "--until", until, "--output", str(delegation),
+    )  # fmt: skip
     out = await cli(
-        "approve", rid, "--as", "carol", "--on-behalf-of", "dave", "--comment", "dave is on leave"
-    )
+        "approve", rid, "--as", "carol", "--on-behalf-of", "dave", "--delegation", str(delegation),
+        "--comment", "dave is on leave",
+    )  # fmt: skip
     assert "1/2 approvals" in out
     gate = json.loads(await cli("reject", rid, "--as", "bob", "--reason", "no rollback rehearsal", "--json"))
     assert gate["state"] == "rejected"
