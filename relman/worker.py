@@ -52,7 +52,15 @@ def load_activities(settings: Settings) -> list[Callable[..., Any]]:
     from relman.cmdb.errors import CmdbError
 
     try:
-        return create_activities(catalog, settings.data_dir, settings.cmdb, settings.webhook_url)
+        from relman.cli.keys import load_evidence_signer
+
+        return create_activities(
+            catalog,
+            settings.data_dir,
+            settings.cmdb,
+            settings.webhook_url,
+            evidence_signer=load_evidence_signer(settings),
+        )
     except RelmanError:
         raise
     except CatalogError as exc:

@@ -19,6 +19,7 @@ from relman.activities.notify import NotifyActivities
 from relman.activities.requests import RequestActivities
 from relman.activities.testing import TestActivities
 from relman.catalog import Catalog, CatalogError, load_catalog
+from relman.identity.keys import WORKER, KeyError_, Signer, key_path, read_private
 
 log = structlog.get_logger(__name__)
 
@@ -74,20 +75,33 @@ def create_activities(
     data_dir: Path,
     cmdb_url: str,
     webhook_url: str | None = None,
+    evidence_signer: Signer | None = None,
 ) -> list[Callable[..., Any]]:
     """Every activity of relman bound to its real adapter, ready for `Worker(activities=...)`.
 
     Build and test output lives under `data_dir/work`; the catalog's `{data_dir}` paths
     (environments) resolve against `data_dir`. The catalog's CIs and relationships are
     synced into the CMDB here (a failure is logged: the CMDB activities retry later).
+
+    `evidence_signer` signs the release evidence (default: the unprotected key
+    `data_dir/keys/relman-worker.key`); it must be one the catalog declares under `evidence:`,
+    or nobody could verify what the worker signs.
     """
     from relman.activities.cmdb import CmdbActivities
+    from relman.activities.evidence import EvidenceActivities
     from relman.cmdb.store import CmdbStore
 
     data_dir = Path(data_dir)
     catalog = load_catalog(catalog_path, data_dir=data_dir)
     if problems := catalog.secret_problems(os.environ):
         raise CatalogError(f"{Path(catalog_path).name}: {'; '.join(problems)}")
+    signer = evidence_signer or _default_evidence_signer(data_dir)
+    declared = catalog.evidence.public_keys
+    if declared and signer.public not in declared:
+        raise CatalogError(
+            f"{Path(catalog_path).name}: evidence: the worker's evidence key {signer.key_id} is not "
+            "declared there; add its public key (`relman keys show --worker`)"
+        )
     work_root = data_dir / "work"
     work_root.mkdir(parents=True, exist_ok=True)
     store = CmdbStore(cmdb_url)
@@ -105,6 +119,7 @@ def create_activities(
     health = HealthActivities(catalog)
     notify = NotifyActivities(webhook_url)
     cmdb = CmdbActivities(store)
+    evidence = EvidenceActivities(store, signer)
     return [
         requests.validate_request,
         build.build_package,
@@ -115,4 +130,13 @@ def create_activities(
         health.check_health,
         notify.notify,
         *cmdb.all(),
+        *evidence.all(),
     ]
+
+
+def _default_evidence_signer(data_dir: Path) -> Signer:
+    path = key_path(data_dir / "keys", WORKER)
+    try:
+        return read_private(path, WORKER)
+    except KeyError_ as exc:
+        raise CatalogError(f"release evidence: {exc}") from None

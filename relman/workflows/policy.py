@@ -6,7 +6,6 @@ functions with plain inputs, and the tests call them directly.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -45,6 +44,7 @@ from relman.contracts import (
     WindowWait,
 )
 from relman.identity import verify as identity
+from relman.identity.evidence import stage_subject
 from relman.identity.roles import change_model_problem, gate_policy
 from relman.identity.signing import Signable
 
@@ -367,7 +367,7 @@ def waiting_for(status: GateStatus) -> list[str]:
 
 def stage_hash(plan_hash: str, stage: str) -> str:
     """Subject of a marginal-health decision: this plan's stage, nothing else."""
-    return hashlib.sha256(f"{plan_hash}:{stage}".encode()).hexdigest()
+    return stage_subject(plan_hash, stage)
 
 
 # --- plan and rollout ----------------------------------------------------------
