@@ -188,7 +188,7 @@ async def probe(args: argparse.Namespace) -> None:
         data_converter=pydantic_data_converter,
     )
     client: Client = env.client
-    b = Bench(client, noop.bench_profile(Path(args.data_dir)))
+    b = Bench(client, noop.bench_profile(Path(args.data_dir)), noop.bench_signers(Path(args.data_dir)))
     if trace:
         tracemalloc.start(args.frames)
     worker = Worker(

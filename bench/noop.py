@@ -3,7 +3,9 @@
 They return valid results (the workflow's own checks and contracts all run), so the benchmark
 measures relman's workflow, contracts and data conversion, not builds, tests or a database.
 The service profile is the example catalog's `greeter` with zero bake time and a zero review
-period, so a normal release runs through every phase without waiting on a timer.
+period, so a normal release runs through every phase without waiting on a timer. The catalog
+reads its people's public keys from `{data_dir}/keys/<name>.pub`, so `bench_profile` first
+makes a key for each of them (and the worker's evidence key) in the data directory it is given.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -27,6 +30,9 @@ from relman.contracts import (
     DeployInput,
     DeployResult,
     ErrorType,
+    EventInput,
+    EvidenceInput,
+    EvidenceRecord,
     ExposureInput,
     ExposureResult,
     HealthInput,
@@ -45,13 +51,23 @@ from relman.contracts import (
     WindowDecision,
     WindowQuery,
 )
+from relman.identity.keys import WORKER, Signer, ensure_keys
 
 CATALOG = Path(__file__).resolve().parent.parent / "examples" / "catalog.yaml"
 SERVICE = "greeter"
 
 
-def bench_profile(data_dir: str | Path | None = None) -> ServiceProfile:
-    """The catalog's `greeter` profile with zero bake seconds and a zero review period."""
+def bench_signers(data_dir: str | Path) -> dict[str, Signer]:
+    """A key for every person of the catalog and for `relman-worker`, made once in
+    `<data_dir>/keys` (as `relman keys init` would, without a passphrase) and read after."""
+    people = yaml.safe_load(CATALOG.read_text()).get("people") or {}
+    return ensure_keys(Path(data_dir) / "keys", [*people, WORKER])
+
+
+def bench_profile(data_dir: str | Path) -> ServiceProfile:
+    """The catalog's `greeter` profile with zero bake seconds and a zero review period; the
+    keys its people sign with are made in `data_dir` first (see `bench_signers`)."""
+    bench_signers(data_dir)
     profile = load_catalog(CATALOG, data_dir=data_dir).profile(SERVICE)
     stages = [s.model_copy(update={"bake_seconds": 0}) for s in profile.stages]
     return profile.model_copy(update={"stages": stages, "review_period": timedelta(0)})
@@ -132,6 +148,17 @@ class NoopActivities:
     async def notify(self, n: Notification) -> None:
         return None
 
+    @activity.defn(name=Activity.RECORD_EVENT)
+    async def record_event(self, inp: EventInput) -> None:
+        return None
+
+    @activity.defn(name=Activity.WRITE_EVIDENCE)
+    async def write_evidence(self, inp: EvidenceInput) -> EvidenceRecord:
+        # Nothing is signed or stored: the evidence is the worker's work after the release,
+        # not the workflow's (its cost would be one Ed25519 signature per release).
+        digest = hashlib.sha256(inp.release_id.encode()).hexdigest()
+        return EvidenceRecord(envelope_sha256=digest, key_id=digest[:16])
+
     def all(self) -> list[Callable[..., Any]]:
         """Every activity; fails loudly when relman gains an activity this module lacks."""
         found: list[Callable[..., Any]] = [
@@ -149,6 +176,8 @@ class NoopActivities:
             self.set_exposure,
             self.check_health,
             self.notify,
+            self.record_event,
+            self.write_evidence,
         ]
         names = {activity._Definition.must_from_callable(f).name for f in found}
         missing = {a.value for a in Activity} - names

@@ -11,10 +11,17 @@ pydantic data converter), then measures:
    activities as a real normal release has (counted from a release's history in this run);
 2. relman: N normal releases of the catalog's `greeter` (no-op adapters, zero bake, review
    period 0), request and plan gates approved by 2 `approve` signals each (4 per release);
-3. approval round trip: `decide` update latency with 200 releases waiting at the CAB gate,
-   against a bare workflow's update with a validator;
-4. memory: worker RSS per workflow waiting (a fresh worker process per measurement);
-5. CMDB writes/s on SQLite and PostgreSQL (bench/cmdb_bench.py).
+   the request is signed by its requester and every vote by its approver, with keys made
+   for the catalog's people in the run's data directory (the workflow verifies them);
+3. approval round trip: `decide` update latency with 200 releases waiting at the CAB gate
+   (signed votes, so the validator and the handler each verify a signature), against a bare
+   workflow's update with a validator, and against the same bare update whose validator and
+   handler each verify an Ed25519 signature with `cryptography` ("bare + raw Ed25519 verify");
+   the three kinds take turns, one update each, so load on the machine hits them alike;
+4. signatures in process (bench/signature_bench.py): median microseconds of one `seal` and
+   one `proof_problem`, against a raw Ed25519 sign and verify;
+5. memory: worker RSS per workflow waiting (a fresh worker process per measurement);
+6. CMDB writes/s on SQLite and PostgreSQL (bench/cmdb_bench.py).
 
 The table goes to stdout and, unless --quick, into bench/RESULTS.md between its markers.
 Not a test: it lives in bench/ (pytest collects tests/ only).
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ctypes
 import datetime as dt
@@ -41,7 +49,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +57,7 @@ from typing import Any, TypeVar
 import bare
 import cmdb_bench
 import noop
+import signature_bench
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -66,6 +75,8 @@ from relman.contracts import (
     Vote,
 )
 from relman.devserver import DevServer, free_port
+from relman.identity.keys import Signer
+from relman.identity.signing import seal
 from relman.worker import workflow_runner
 from relman.workflows import policy
 from relman.workflows.release import ReleaseWorkflow
@@ -76,6 +87,7 @@ RESULTS = HERE / "RESULTS.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 APPROVERS = ("alice", "bob")
 """Two of the greeter CAB (quorum 2); the requester `rita` is not a member."""
+REQUESTER = "rita"
 LATENCY_WAITING = 200
 POLL = 0.5
 """Seconds between the approval driver's visibility queries (it finds releases at a gate)."""
@@ -211,6 +223,8 @@ async def bounded(items: Iterable[T], fn: Callable[[T], Awaitable[Any]], limit: 
 class Bench:
     client: Client
     profile: ServiceProfile
+    signers: dict[str, Signer]
+    """The catalog's people's keys (`noop.bench_signers`): requests and votes are signed."""
     steps: BareStepsT = field(default_factory=lambda: (18, 9))
     batch: int = 0
 
@@ -224,7 +238,7 @@ class Bench:
         return ReleaseRequest(
             service=self.profile.service,
             version=f"3.{tag}.{i}",
-            requested_by="rita",
+            requested_by=REQUESTER,
             title=f"bench release {tag}.{i}",
             commit="0a1b2c3d4e5f",
         )
@@ -237,9 +251,8 @@ class Bench:
         requests = {f"bench-rel-{tag}-{i}": self.request(tag, i) for i in range(n)}
 
         async def start(wid: str) -> None:
-            await self.client.start_workflow(
-                ReleaseWorkflow.run, requests[wid], id=wid, task_queue=TASK_QUEUE
-            )
+            request = seal(requests[wid], wid, self.signers[REQUESTER])
+            await self.client.start_workflow(ReleaseWorkflow.run, request, id=wid, task_queue=TASK_QUEUE)
 
         await bounded(requests, start)
         return requests
@@ -274,15 +287,17 @@ class Bench:
                     subject = req.content_hash() if gate is Gate.REQUEST else self.plan_hash(req)
                     handle = self.client.get_workflow_handle(wid)
                     for who in APPROVERS:
-                        await handle.signal(
-                            ReleaseWorkflow.approve,
-                            Vote(gate=gate, approver=who, decision=Decision.APPROVE, approved_hash=subject),
-                        )
+                        await handle.signal(ReleaseWorkflow.approve, self.vote(wid, gate, who, subject))
 
                 await bounded(ready, vote)
                 sent += len(ready)
             if not sent:
                 await asyncio.sleep(POLL)
+
+    def vote(self, release_id: str, gate: Gate, who: str, subject: str) -> Vote:
+        """An approval signed by `who` for this release, gate and hash."""
+        vote = Vote(gate=gate, approver=who, decision=Decision.APPROVE, approved_hash=subject)
+        return seal(vote, release_id, self.signers[who])
 
     async def check_releases(self, ids: Iterable[str], timeout: float = 120) -> None:
         async def outcome(wid: str) -> Outcome | None:
@@ -297,16 +312,16 @@ class Bench:
 
     # bare ----------------------------------------------------------------------------
 
-    def bare_input(self, signals: int = 4) -> bare.BareInput:
+    def bare_input(self, signals: int = 4, public_key: str = "") -> bare.BareInput:
         regular, local = self.steps
-        return bare.BareInput(signals=signals, regular=regular, local=local)
+        return bare.BareInput(signals=signals, regular=regular, local=local, public_key=public_key)
 
-    async def start_bare(self, n: int, tag: int, *, signals: int) -> list[str]:
+    async def start_bare(self, n: int, tag: int, *, signals: int, public_key: str = "") -> list[str]:
         ids = [f"bench-bare-{tag}-{i}" for i in range(n)]
 
         async def start(wid: str) -> None:
             handle = await self.client.start_workflow(
-                bare.BareWorkflow.run, self.bare_input(), id=wid, task_queue=TASK_QUEUE
+                bare.BareWorkflow.run, self.bare_input(public_key=public_key), id=wid, task_queue=TASK_QUEUE
             )
             for k in range(signals):
                 await handle.signal(bare.BareWorkflow.approve, f"approver{k}")
@@ -444,34 +459,62 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return q[49], q[98]
 
 
-async def latency_bare(b: Bench, waiting: int) -> tuple[float, float]:
-    ids = await b.start_bare(waiting, b.next_tag(), signals=0)
-    await b.wait_bare_waiting(ids, timeout=120)
-    samples = []
-    for wid in ids:
-        handle = b.client.get_workflow_handle(wid)
-        t0 = time.perf_counter()
-        await handle.execute_update(bare.BareWorkflow.decide, "alice")
-        samples.append((time.perf_counter() - t0) * 1000)
-    await b.terminate(ids)
-    return percentiles(samples)
+@dataclass
+class Latency:
+    """Update round trips (ms) of the three kinds, measured in turns."""
+
+    bare: list[float]
+    bare_verify: list[float]
+    relman: list[float]
 
 
-async def latency_relman(b: Bench, waiting: int) -> tuple[float, float]:
-    tag = b.next_tag()
-    requests = await b.start_releases(waiting, tag)
-    await b.wait_releases_waiting(waiting, timeout=120)
-    samples = []
-    for wid, req in requests.items():
-        vote = Vote(
-            gate=Gate.REQUEST, approver="alice", decision=Decision.APPROVE, approved_hash=req.content_hash()
-        )
-        handle = b.client.get_workflow_handle(wid)
-        t0 = time.perf_counter()
-        await handle.execute_update(ReleaseWorkflow.decide, vote)
-        samples.append((time.perf_counter() - t0) * 1000)
-    await b.terminate(requests)
-    return percentiles(samples)
+def bare_signed_vote(b: Bench, wid: str) -> bare.BareSignedVote:
+    """What a signed relman vote carries, for bare: the same statement bytes and signature."""
+    vote = b.vote(wid, Gate.REQUEST, APPROVERS[0], "0" * 64)
+    assert vote.proof is not None
+    message = vote.statement(wid, vote.proof.issued_at, vote.proof.nonce).canonical()
+    return bare.BareSignedVote(
+        approver=vote.approver,
+        message=base64.b64encode(message).decode(),
+        signature=vote.proof.signature,
+    )
+
+
+async def latency(b: Bench, waiting: int) -> Latency:
+    """`waiting` workflows of each kind at their wait, then one update to each in turn.
+
+    bare: `decide` (validator: a non-empty name); bare + verify: `decide_signed` (validator
+    and handler each verify an Ed25519 signature); relman: `decide` with a vote signed by
+    a CAB member (validator and handler each run `policy.refusal`, which verifies it). The
+    votes are signed before the clock starts: the client's signing is not in the round trip.
+    """
+    public = base64.b64encode(b.signers[APPROVERS[0]].private.public_key().public_bytes_raw()).decode()
+    bare_ids = await b.start_bare(waiting, b.next_tag(), signals=0)
+    verify_ids = await b.start_bare(waiting, b.next_tag(), signals=0, public_key=public)
+    requests = await b.start_releases(waiting, b.next_tag())
+    await b.wait_bare_waiting(bare_ids + verify_ids, timeout=120 + waiting)
+    await b.wait_releases_waiting(waiting, timeout=120 + waiting)
+    out = Latency([], [], [])
+
+    handle = b.client.get_workflow_handle
+    for i, (bare_id, verify_id, (wid, req)) in enumerate(
+        zip(bare_ids, verify_ids, requests.items(), strict=True)
+    ):
+        signed = bare_signed_vote(b, verify_id)
+        vote = b.vote(wid, Gate.REQUEST, APPROVERS[0], req.content_hash())
+        # Coroutines: nothing is sent before each is awaited, under its own clock.
+        turns: list[tuple[list[float], Coroutine[Any, Any, Any]]] = [
+            (out.bare, handle(bare_id).execute_update(bare.BareWorkflow.decide, "alice")),
+            (out.bare_verify, handle(verify_id).execute_update(bare.BareWorkflow.decide_signed, signed)),
+            (out.relman, handle(wid).execute_update(ReleaseWorkflow.decide, vote)),
+        ]
+        # Each kind goes first, second and third equally often.
+        for samples, update in turns[i % 3 :] + turns[: i % 3]:
+            t0 = time.perf_counter()
+            await update
+            samples.append((time.perf_counter() - t0) * 1000)
+    await b.terminate([*bare_ids, *verify_ids, *requests])
+    return out
 
 
 async def memory(b: Bench, kind: str, n: int, address: str, tmp: Path, args: argparse.Namespace) -> float:
@@ -643,6 +686,84 @@ def machine() -> str:
     )
 
 
+def latency_rows(
+    n: str, bare_p: tuple[float, float], verify_p: tuple[float, float], relman_p: tuple[float, float]
+) -> list[Row]:
+    (b50, b99), (v50, v99), (r50, r99) = bare_p, verify_p, relman_p
+    return [
+        Row(
+            "update round trip p50 (ms)",
+            n,
+            f"{b50:.1f}",
+            f"{r50:.1f}",
+            f"{r50 / b50:.2f}x",
+            "<= 60 ms",
+            "ok" if r50 <= 60 else "MISSED",
+        ),
+        Row(
+            "decide p50 signed vs bare update p50",
+            n,
+            f"{b50:.1f}",
+            f"{r50:.1f}",
+            f"{r50 / b50:.2f}x",
+            "<= 1.5x",
+            "ok" if r50 / b50 <= 1.5 else "MISSED",
+        ),
+        Row(
+            "decide p50 signed vs bare + raw Ed25519 verify",
+            n,
+            f"{v50:.1f}",
+            f"{r50:.1f}",
+            f"{r50 / v50:.2f}x",
+            "-",
+            "",
+        ),
+        Row("update round trip p99 (ms)", n, f"{b99:.1f}", f"{r99:.1f}", f"{r99 / b99:.2f}x", "-", ""),
+        Row(
+            "update round trip p99, bare + raw verify",
+            n,
+            f"{v99:.1f}",
+            f"{r99:.1f}",
+            f"{r99 / v99:.2f}x",
+            "-",
+            "",
+        ),
+    ]
+
+
+def signature_rows(c: signature_bench.Costs) -> list[Row]:
+    n = f"{c.n}, median"
+    return [
+        Row(
+            "one verification (us): raw verify / proof_problem",
+            n,
+            f"{c.raw_verify:.0f}",
+            f"{c.proof_problem:.0f}",
+            f"{c.proof_problem / c.raw_verify:.2f}x",
+            "-",
+            "",
+        ),
+        Row(
+            "one signature (us): raw sign / seal",
+            n,
+            f"{c.raw_sign:.0f}",
+            f"{c.seal:.0f}",
+            f"{c.seal / c.raw_sign:.2f}x",
+            "-",
+            "",
+        ),
+        Row(
+            "policy.refusal of a vote (us): sigs off / signed",
+            n,
+            f"{c.refusal_unsigned:.0f}",
+            f"{c.refusal_signed:.0f}",
+            f"{c.refusal_signed / c.refusal_unsigned:.0f}x",
+            "-",
+            "",
+        ),
+    ]
+
+
 def render(rows: list[Row]) -> str:
     head = Row("measurement", "N", "bare", "relman", "relman/bare", "goal", "")
     cols = [list(vars(r).values()) for r in [head, *rows]]
@@ -686,8 +807,10 @@ async def run(args: argparse.Namespace) -> int:
         try:
             await server.start()
             client = await Client.connect(server.address, data_converter=pydantic_data_converter)
-            b = Bench(client, noop.bench_profile(tmp / "data"))
-            worker = WorkerProcess(server.address, tmp, 2 * max(ns) + 2 * waiting, args.max_wft, args.runner)
+            # The people's keys are made here, before the worker loads the catalog (their .pub files).
+            signers = noop.bench_signers(tmp / "data")
+            b = Bench(client, noop.bench_profile(tmp / "data"), signers)
+            worker = WorkerProcess(server.address, tmp, 2 * max(ns) + 3 * waiting, args.max_wft, args.runner)
             await worker.ready()
             shape, bare_shape = await warm_up(b)
             notes.append(
@@ -753,32 +876,14 @@ async def run(args: argparse.Namespace) -> int:
                         )
                     )
             print(f"approval round trip, {waiting} waiting ...", flush=True)
-            b50, b99 = await latency_bare(b, waiting)
-            r50, r99 = await latency_relman(b, waiting)
-            rows.append(
-                Row(
-                    "update round trip p50 (ms)",
-                    f"{waiting} waiting",
-                    f"{b50:.1f}",
-                    f"{r50:.1f}",
-                    f"{r50 / b50:.1f}x",
-                    "<= 60 ms",
-                    "ok" if r50 <= 60 else "MISSED",
-                )
-            )
-            rows.append(
-                Row(
-                    "update round trip p99 (ms)",
-                    f"{waiting} waiting",
-                    f"{b99:.1f}",
-                    f"{r99:.1f}",
-                    f"{r99 / b99:.1f}x",
-                    "-",
-                    "",
-                )
-            )
+            lat = await latency(b, waiting)
+            (b50, b99), (v50, v99), (r50, r99) = map(percentiles, (lat.bare, lat.bare_verify, lat.relman))
+            print(f"  p50 ms: bare {b50:.1f}, bare + verify {v50:.1f}, relman signed {r50:.1f}", flush=True)
+            rows += latency_rows(f"{waiting} waiting", (b50, b99), (v50, v99), (r50, r99))
             worker.stop()
             worker = None
+            print("signatures in process ...", flush=True)
+            rows += signature_rows(signature_bench.measure(b.profile, b.signers, 500 if args.quick else 2000))
             for n in ns:
                 print(f"memory N={n} ...", flush=True)
                 m_bare = await memory(b, "bare", n, server.address, tmp, args)
