@@ -36,7 +36,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from relman.activities.registry import create_activities
+from relman.catalog import people_names
 from relman.contracts import Decision, Gate, GateState, Outcome, ReleaseRequest, ReleaseStatus, Vote
+from relman.identity.keys import WORKER, Signer, ensure_keys
+from relman.identity.signing import seal
 from relman.observability import configure_logging
 from relman.visibility import ALL_KEYS
 from relman.worker import workflow_runner
@@ -61,7 +64,7 @@ def zero_wait_catalog(directory: Path) -> Path:
     return path
 
 
-async def approve_when_open(handle: WorkflowHandle[Any, Any], gate: Gate) -> None:
+async def approve_when_open(handle: WorkflowHandle[Any, Any], gate: Gate, signers: dict[str, Signer]) -> None:
     """Send the gate's votes as soon as it is open (polled every 5 ms)."""
     while True:
         status: ReleaseStatus = await handle.query(ReleaseWorkflow.status)
@@ -72,10 +75,8 @@ async def approve_when_open(handle: WorkflowHandle[Any, Any], gate: Gate) -> Non
             raise RuntimeError(f"release ended before gate {gate}: {status.outcome} {status.reason}")
         await asyncio.sleep(0.005)
     for member in APPROVERS[gate]:
-        await handle.execute_update(
-            ReleaseWorkflow.decide,
-            Vote(gate=gate, approver=member, decision=Decision.APPROVE, approved_hash=current.subject_hash),
-        )
+        vote = Vote(gate=gate, approver=member, decision=Decision.APPROVE, approved_hash=current.subject_hash)
+        await handle.execute_update(ReleaseWorkflow.decide, seal(vote, handle.id, signers[member]))
 
 
 async def activity_times(handle: WorkflowHandle[Any, Any]) -> dict[str, float]:
@@ -104,6 +105,8 @@ async def one_release(
     client: Client, catalog: Path, root: Path
 ) -> tuple[float, ReleaseStatus, dict[str, float]]:
     run_dir = root / uuid.uuid4().hex[:8]
+    # The catalog reads its people's public keys (and the worker's) from the data dir.
+    signers = ensure_keys(run_dir / "data" / "keys", [*people_names(catalog), WORKER])
     activities = create_activities(catalog, run_dir / "data", f"sqlite:///{run_dir / 'cmdb.sqlite'}")
     request = ReleaseRequest.model_validate(yaml.safe_load(MANIFEST.read_text()))
     queue = f"bench-{uuid.uuid4().hex[:8]}"
@@ -116,14 +119,15 @@ async def one_release(
         graceful_shutdown_timeout=timedelta(seconds=1),
     ):
         started = time.perf_counter()
+        release_id = f"release-greeter-1.1.0-{uuid.uuid4().hex[:8]}"
         handle = await client.start_workflow(
             ReleaseWorkflow.run,
-            request,
-            id=f"release-greeter-1.1.0-{uuid.uuid4().hex[:8]}",
+            seal(request, release_id, signers[request.requested_by]),
+            id=release_id,
             task_queue=queue,
         )
-        await approve_when_open(handle, Gate.REQUEST)
-        await approve_when_open(handle, Gate.PLAN)
+        await approve_when_open(handle, Gate.REQUEST, signers)
+        await approve_when_open(handle, Gate.PLAN, signers)
         final = ReleaseStatus.model_validate(await handle.result())
         elapsed = time.perf_counter() - started
         per_activity = await activity_times(handle)
