@@ -58,25 +58,30 @@ class AuditVerification(Record):
 
 
 def _plain(value: Any) -> Any:
+    """`value` as it reads back from the database's JSON, for hashing."""
     # PostgreSQL's jsonb keeps numbers as decimals and prints 1.0 as 1.0 but 1e16 as
     # 10000000000000000, which reads back as an int: integral floats are hashed as the
     # integer their shortest repr denotes, so both spellings give one hash.
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(Decimal(repr(value)))
     if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            # Stored JSON has string keys ("1", "true", "null"), which sort as strings.
+            value = json.loads(json.dumps(value))
         return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
 
 
 def _utc_iso(at: datetime) -> str:
     at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+# One encoder, built once: json.dumps with options builds a new one per call, which
+# was most of the cost of hashing a row.
+_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
 
 
 def template(
@@ -94,9 +99,7 @@ def template(
     PostgreSQL computes the hash itself from these three parts, because only the
     database knows the row's id and its predecessor's hash when it inserts (see pg.py).
     """
-    # Round trip through JSON first: the database stores detail as JSON, so keys become
-    # strings and tuples lists exactly as they will read back.
-    plain = _plain(json.loads(json.dumps(detail)))
+    plain = _plain(detail)
     # The keys in sorted order, so this is json.dumps(fields, sort_keys=True) of all nine.
     head = (
         f'{{"action":{_json(action)},"actor":{_json(actor)},"at":{_json(_utc_iso(at))},'

@@ -85,6 +85,10 @@ def test_times_and_numbers_hash_as_the_database_returns_them() -> None:
     )
     assert row_hash(row(1, detail={"t": (1, 2)}), GENESIS) == row_hash(row(1, detail={"t": [1, 2]}), GENESIS)
     assert row_hash(row(1, detail={"x": 0.5}), GENESIS) != row_hash(row(1, detail={"x": 1}), GENESIS)
+    # Stored JSON has string keys, sorted as strings: 10 before 9.
+    assert row_hash(row(1, detail={9: "a", 10: None, True: 1}), GENESIS) == row_hash(
+        row(1, detail={"10": None, "9": "a", "true": 1}), GENESIS
+    )
 
 
 @pytest.mark.parametrize(
@@ -165,7 +169,9 @@ def write_records(store: CmdbStore, clock: Clock) -> None:
         clock.advance(minutes=5)
         store.close_change(close_input(version=version))
         clock.advance(minutes=5)
-    store.append_audit("note/1", actor="bob", action="note", subject="checkout", detail={"kpi": 0.25})
+    # Values the database may spell differently on the way back: floats, keys, non-ASCII.
+    detail = {"kpi": 0.25, "big": 1e16, "one": 1.0, "by": {7: "José"}, "steps": ("a", "b")}
+    store.append_audit("note/1", actor="bob", action="note", subject="checkout", detail=detail)
 
 
 def tamper(store: CmdbStore, sql: str) -> None:
