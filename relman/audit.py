@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from relman.cmdb.records import ApprovalRecord, AuditEntry, ChangeDetail
 from relman.contracts import (
     GO_LIVE,
     Approval,
@@ -47,6 +46,9 @@ from relman.identity.evidence import (
     envelope_digest,
 )
 from relman.workflows.policy import close_code as close_code_of
+
+if TYPE_CHECKING:
+    from relman.cmdb.records import ApprovalRecord, AuditEntry, ChangeDetail
 
 CHANGE_RECORD = "change record"
 EVIDENCE = "evidence"

@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from relman.cli.audit import audit_cmd
 from relman.cli.evidence import evidence_cmd, verify_cmd
 from relman.cli.keys import keys_app
 from relman.client import (
@@ -83,6 +84,7 @@ app.add_typer(cmdb_app, name="cmdb")
 app.add_typer(keys_app, name="keys")
 app.command("evidence")(evidence_cmd)
 app.command("verify")(verify_cmd)
+app.command("audit")(audit_cmd)
 
 
 class GateChoice(StrEnum):
