@@ -4,12 +4,19 @@ greeter 1.1.0 goes through every phase (CAB quorum, plan approval, build, tests,
 launch, go-live, review with feedback, close); then greeter 1.3.0 passes its tests but
 fails health in the dark launch and rolls back to 1.1.0. Every phase change is printed as it
 happens, and a step that runs for more than two seconds is printed while it runs.
+
+Every message is signed: the demo makes a key for each person the example catalog declares
+(and the worker's evidence key) in its data directory, and acts as them. It also shows what
+is refused: the requester approving their own release, a vote signed with someone else's key
+(sent as a plain `approve` signal; the refusal shows in the status), and an unsigned vote. At
+the end the good release's evidence is read from the CMDB and verified as `relman verify` does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import signal
@@ -19,15 +26,32 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import yaml
+
 from relman.client import ReleaseClient, load_manifest
 from relman.config import PACKAGE_ROOT, Settings, load_settings
-from relman.contracts import Decision, GateState, Outcome, Phase, ReleaseStatus
+from relman.contracts import (
+    Decision,
+    Gate,
+    GateState,
+    GateStatus,
+    Message,
+    Outcome,
+    Phase,
+    Refusal,
+    ReleaseStatus,
+    Vote,
+)
 from relman.devserver import DevServer, free_port, port_free
 from relman.errors import RelmanError
+from relman.identity.keys import WORKER, Signer, ensure_keys
+from relman.identity.signing import seal
 from relman.observability import configure_logging
 from relman.progress import StepTicker
 
 EXAMPLES = PACKAGE_ROOT / "examples"
+FORGER = "mallory"
+"""Has a key of her own, but the catalog does not know her: she forges a CAB member's vote."""
 
 
 @dataclass
@@ -42,15 +66,36 @@ class DemoRelease:
     awaiting: str = ""
     voted: set[tuple[str, str, str]] = field(default_factory=set)
     showed_refusal: bool = False
+    forge: bool = False
+    """Also show a forged and an unsigned vote being refused (once, at the first open gate)."""
+    refused_seen: int = 0
     stages_shown: set[str] = field(default_factory=set)
     ticker: StepTicker = field(default_factory=StepTicker)
 
 
 def demo_releases(examples: Path = EXAMPLES) -> list[DemoRelease]:
     return [
-        DemoRelease("good", examples / "releases" / "greeter-1.1.0.yaml", {Outcome.COMPLETED}),
+        DemoRelease("good", examples / "releases" / "greeter-1.1.0.yaml", {Outcome.COMPLETED}, forge=True),
         DemoRelease("bad ", examples / "releases" / "greeter-1.3.0.yaml", {Outcome.ROLLED_BACK}),
     ]
+
+
+def demo_keys(keys_dir: Path, catalog: Path) -> dict[str, Signer]:
+    """A key for every person `catalog` declares, the worker's evidence key and the forger's,
+    made in `keys_dir` unless there (before the catalog loads: it reads the `.pub` files)."""
+    people = (yaml.safe_load(catalog.read_text()) or {}).get("people") or {}
+    return ensure_keys(keys_dir, [*people, WORKER, FORGER])
+
+
+def new_refusals(st: ReleaseStatus, r: DemoRelease) -> list[Refusal]:
+    """Refusals the status shows that were not printed yet (it keeps only the latest few)."""
+    new = st.refused - r.refused_seen
+    r.refused_seen = st.refused
+    return st.refusals[-new:] if new > 0 else []
+
+
+def refusal_line(r: DemoRelease, refusal: Refusal) -> str:
+    return f"[{r.label}]           refused {refusal.action} claimed by {refusal.actor}: {refusal.reason}"
 
 
 async def drive(
@@ -80,6 +125,8 @@ async def drive(
                 )
         for _, _, line in sorted(news, key=lambda n: (n[0], n[1])):
             emit(f"[{r.label}] {line}")
+        for refusal in new_refusals(st, r):
+            emit(refusal_line(r, refusal))
         awaiting = ", ".join(st.awaiting)
         if awaiting != r.awaiting and st.outcome is None:
             r.awaiting = awaiting
@@ -99,6 +146,8 @@ async def drive(
                     await client.approve(r.release_id, st.request.requested_by, gate)
                 except RelmanError as exc:
                     emit(f"[{r.label}]           {st.request.requested_by} tries to approve → {exc}")
+                if r.forge:
+                    await show_forgeries(client, r, gate, g, emit)
             voted = {a.vote.on_behalf_of or a.vote.approver for a in g.votes}
             approvals = sum(1 for a in g.votes if a.vote.decision is Decision.APPROVE)
             for member in g.eligible:
@@ -134,6 +183,43 @@ async def drive(
         await asyncio.sleep(0.3)
 
 
+async def show_forgeries(
+    client: ReleaseClient, r: DemoRelease, gate: Gate, g: GateStatus, emit: Callable[[str], None]
+) -> None:
+    """A name in a message proves nothing: a vote for a CAB member signed with another key, and
+    one not signed at all, are both refused (and count for nothing)."""
+    assert r.status is not None
+    member = next(m for m in g.eligible if m != r.status.request.requested_by)
+    vote = Vote(
+        gate=gate,
+        approver=member,
+        decision=Decision.APPROVE,
+        approved_hash=g.subject_hash,
+        comment="looks fine to me",
+    )
+    assert client.signer is not None
+    forged = seal(vote, r.release_id, client.signer(FORGER))
+    # A signal, as any Temporal client can send: no answer, the refusal lands in the status.
+    await client.client.get_workflow_handle(r.release_id).signal(Message.APPROVE.value, forged)
+    emit(f"[{r.label}]           {FORGER} signs a vote as {member} with her own key and signals it")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    shown = False
+    while not shown and loop.time() < deadline:
+        st = await client.status(r.release_id)
+        for refusal in new_refusals(st, r):
+            emit(refusal_line(r, refusal))
+            shown = shown or refusal.actor == member
+        if not shown:
+            await asyncio.sleep(0.2)
+    unsigned = ReleaseClient(client.client, client.task_queue)  # no signer: messages go unsigned
+    try:
+        await unsigned.decide(r.release_id, vote.model_copy(update={"comment": "unsigned"}))
+        emit(f"[{r.label}]           UNEXPECTED: an unsigned vote for {member} was accepted")
+    except RelmanError as exc:
+        emit(f"[{r.label}]           an unsigned vote for {member} (decide update) → {exc}")
+
+
 def _ports(port: int | None, ui_port: int | None) -> tuple[int, int]:
     p = port or (7233 if port_free(7233) else free_port())
     u = ui_port or (8233 if port_free(8233) and p != 8233 else free_port())
@@ -160,12 +246,17 @@ async def run_demo(
     settings = base.model_copy(
         update={
             "data_dir": demo_dir,
+            # Moving data_dir moves the keys with it (the settings validators do not run again).
+            "keys_dir": demo_dir / "keys",
+            "evidence_key": demo_dir / "keys" / f"{WORKER}.key",
             "catalog": EXAMPLES / "catalog.yaml",
             "cmdb_url": f"sqlite:///{demo_dir / 'cmdb.sqlite'}",
             "activity_task_queue": None,
             "graceful_shutdown_seconds": 5.0,
         }
     )
+    signers = demo_keys(settings.keys_dir, settings.catalog)
+    emit(f"keys for {', '.join(n for n in signers if n not in (WORKER, FORGER))} in {settings.keys_dir}")
     log_file = demo_dir / "worker.log"
     configure_logging("INFO", "json", stream=open(log_file, "a"))  # noqa: SIM115
     logging.getLogger("temporalio").setLevel(logging.WARNING)
@@ -186,7 +277,9 @@ async def run_demo(
             worker_task.result()  # raises the worker's start-up error
         emit(f"worker ready on task queue {settings.task_queue} (logs: {log_file})")
         emit(f"Temporal UI: {server.ui_url}")
-        rc = ReleaseClient(client, settings.task_queue)
+        rc = ReleaseClient(
+            client, settings.task_queue, settings.catalog, signer=signers.__getitem__, data_dir=demo_dir
+        )
         releases = demo_releases()
         results: list[ReleaseStatus] = []
         # One after the other: two releases of one service share its staging and production.
@@ -206,6 +299,8 @@ async def run_demo(
             extra = f"; compensations: {', '.join(st.compensations)}" if st.compensations else ""
             emit(f"{r.release_id}: {st.outcome.value if st.outcome else '-'} — {mark}{extra}")
         _print_cmdb(settings, emit)
+        shown = next(r for r in releases if r.forge)
+        ok = _verify_evidence(settings, shown.release_id, emit) and ok
         emit(f"demo took {time.monotonic() - began:.0f}s; browse the releases at {server.ui_url}")
         if not exit_when_done:
             emit("the server keeps running for the UI; Ctrl-C to stop")
@@ -238,6 +333,33 @@ def _print_cmdb(settings: Settings, emit: Callable[[str], None]) -> None:
         )
     finally:
         store.close()
+
+
+def _verify_evidence(settings: Settings, release_id: str, emit: Callable[[str], None]) -> bool:
+    """The release's evidence from the CMDB, written to a file and checked as `relman verify` does."""
+    from relman.catalog import read_trust
+    from relman.cli.evidence import summary
+    from relman.cmdb import CmdbStore
+    from relman.identity.evidence import verify_evidence
+
+    store = CmdbStore(settings.cmdb)
+    try:
+        stored = store.get_evidence(release_id)
+    finally:
+        store.close()
+    if stored is None:
+        emit(f"evidence: the CMDB has none for {release_id}")
+        return False
+    path = settings.data_dir / f"evidence-{release_id}.json"
+    path.write_text(json.dumps(stored.envelope, indent=2, sort_keys=True) + "\n")
+    trust = read_trust(settings.catalog, data_dir=settings.data_dir)
+    report = verify_evidence(stored.envelope, trust.services, trust.evidence_keys)
+    emit(f"evidence of {release_id} in {path}; relman verify says:")
+    if report.ok:
+        emit(f"  {summary(report)}")
+    for finding in report.findings:
+        emit(f"  error: {finding}")
+    return report.ok
 
 
 async def _until_interrupted() -> None:

@@ -42,6 +42,12 @@ def test_demo_runs_both_releases_and_exits(tmp_path: Path) -> None:
     out = done.stdout
     assert f"Temporal UI: http://127.0.0.1:{ui_port}/namespaces/default/workflows" in out
     assert "refused: pat requested this release and cannot approve it" in out
+    # Every message is signed: a vote signed with someone else's key (a signal: the refusal is
+    # in the status) and an unsigned one (the decide update) count for nothing.
+    assert "mallory signs a vote as alice with her own key and signals it" in out
+    assert "refused approve at request claimed by alice: key " in out
+    assert "is not a key of alice in the catalog" in out
+    assert "refused: alice's message is not signed, and this service requires signatures" in out
     for phase in ("awaiting_plan_approval", "building", "testing", "dark_launch", "deploying", "reviewing"):
         assert f"  {phase}" in out
     good = [line for line in out.splitlines() if line.startswith("[good]")]
@@ -51,6 +57,12 @@ def test_demo_runs_both_releases_and_exits(tmp_path: Path) -> None:
     assert "release-greeter-1.1.0: completed — as expected" in out
     assert "release-greeter-1.3.0: rolled_back — as expected" in out
     assert "CI greeter now at version 1.1.0" in out
+    # The good release's evidence, read from the CMDB, verifies as `relman verify` says.
+    verified = [line.strip() for line in out.splitlines() if "evidence verified:" in line]
+    assert len(verified) == 1, out
+    assert verified[0].startswith("evidence verified: release-greeter-1.1.0 completed, ")
+    assert verified[0].endswith(" signatures, gates request 2/2, plan 2/2")
+    assert (tmp_path / "demo" / "keys" / "alice.key").exists()
     # The worker's JSON logs carry the release, phase and activity.
     log = (tmp_path / "demo" / "worker.log").read_text()
     assert '"release_id": "release-greeter-1.3.0"' in log and '"activity": "rollback"' in log
