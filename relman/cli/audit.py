@@ -253,7 +253,7 @@ def format_trail(trail: AuditTrail) -> str:
             if h.error_rate is not None:
                 parts.append(f"error rate {h.error_rate * 100:.3g}%")
             if h.latency_ms is not None:
-                parts.append(f"latency {h.latency_ms:.0f} ms")
+                parts.append(f"latency {h.latency_ms:.3g} ms")
             parts.append(f"{h.samples} samples")
             lines.append(f"    health   {', '.join(parts)}" + (f": {safe(h.detail)}" if h.detail else ""))
         lines += [f"    {vote(d, marginal=True)}" for d in s.decisions]
