@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to reach Temporal before the audit goes on with the CMDB alone."""
-STATUS_TIMEOUT = 20.0
+STATUS_TIMEOUT = 10.0
 """Seconds for Temporal to return the release's status (a closed release needs no worker)."""
 
 
