@@ -106,6 +106,11 @@ class Settings(BaseSettings):
             return info.data["keys_dir"] / f"{WORKER}.key"
         return value  # the directory above is invalid and already reported
 
+    @property
+    def passphrase(self) -> bytes | None:
+        """The key passphrase as the key files take it (never logged, never in a payload)."""
+        return self.key_passphrase.get_secret_value().encode() if self.key_passphrase else None
+
     @field_validator("key_passphrase", mode="before")
     @classmethod
     def _no_empty_passphrase(cls, value: Any) -> Any:

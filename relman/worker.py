@@ -52,14 +52,13 @@ def load_activities(settings: Settings) -> list[Callable[..., Any]]:
     from relman.cmdb.errors import CmdbError
 
     try:
-        from relman.cli.keys import load_evidence_signer
-
         return create_activities(
             catalog,
             settings.data_dir,
             settings.cmdb,
             settings.webhook_url,
-            evidence_signer=load_evidence_signer(settings),
+            evidence_key=settings.evidence_key,
+            evidence_passphrase=settings.passphrase,
         )
     except RelmanError:
         raise

@@ -75,7 +75,8 @@ def create_activities(
     data_dir: Path,
     cmdb_url: str,
     webhook_url: str | None = None,
-    evidence_signer: Signer | None = None,
+    evidence_key: Path | None = None,
+    evidence_passphrase: bytes | None = None,
 ) -> list[Callable[..., Any]]:
     """Every activity of relman bound to its real adapter, ready for `Worker(activities=...)`.
 
@@ -83,9 +84,9 @@ def create_activities(
     (environments) resolve against `data_dir`. The catalog's CIs and relationships are
     synced into the CMDB here (a failure is logged: the CMDB activities retry later).
 
-    `evidence_signer` signs the release evidence (default: the unprotected key
-    `data_dir/keys/relman-worker.key`); it must be one the catalog declares under `evidence:`,
-    or nobody could verify what the worker signs.
+    `evidence_key` (default `data_dir/keys/relman-worker.key`) signs the release evidence; it
+    must be one the catalog declares under `evidence:`, or nobody could verify what the
+    worker signs. It is read after the catalog, so a bad catalog is reported first.
     """
     from relman.activities.cmdb import CmdbActivities
     from relman.activities.evidence import EvidenceActivities
@@ -95,7 +96,7 @@ def create_activities(
     catalog = load_catalog(catalog_path, data_dir=data_dir)
     if problems := catalog.secret_problems(os.environ):
         raise CatalogError(f"{Path(catalog_path).name}: {'; '.join(problems)}")
-    signer = evidence_signer or _default_evidence_signer(data_dir)
+    signer = _evidence_signer(evidence_key or key_path(data_dir / "keys", WORKER), evidence_passphrase)
     declared = catalog.evidence.public_keys
     if declared and signer.public not in declared:
         raise CatalogError(
@@ -134,9 +135,10 @@ def create_activities(
     ]
 
 
-def _default_evidence_signer(data_dir: Path) -> Signer:
-    path = key_path(data_dir / "keys", WORKER)
+def _evidence_signer(path: Path, passphrase: bytes | None) -> Signer:
+    if not path.exists():
+        raise CatalogError(f"no evidence key at {path}; create it with `relman keys init --worker`")
     try:
-        return read_private(path, WORKER)
+        return read_private(path, WORKER, passphrase)
     except KeyError_ as exc:
-        raise CatalogError(f"release evidence: {exc}") from None
+        raise CatalogError(f"evidence key: {exc}") from None

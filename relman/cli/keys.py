@@ -59,9 +59,8 @@ def _path(settings: Settings, name: str) -> Path:
 
 
 def _read(settings: Settings, name: str, path: Path) -> Signer:
-    secret = settings.key_passphrase
     try:
-        return read_private(path, name, secret.get_secret_value().encode() if secret else None)
+        return read_private(path, name, settings.passphrase)
     except KeyError_ as exc:
         raise RelmanError(str(exc)) from None
 
@@ -92,15 +91,13 @@ def init(
     exists = RelmanError(f"{path} already exists: a key is never replaced (move it away to make a new one)")
     if path.exists():
         raise exists
+    secret = settings.passphrase
     if passphrase:
-        secret: str | None = typer.prompt(
-            f"Passphrase for {who}'s key", hide_input=True, confirmation_prompt=True
-        )
-    else:
-        secret = settings.key_passphrase.get_secret_value() if settings.key_passphrase else None
+        typed = typer.prompt(f"Passphrase for {who}'s key", hide_input=True, confirmation_prompt=True)
+        secret = typed.encode() if typed else None
     signer = Signer.generate(who)
     try:
-        write_private(path, signer, secret.encode() if secret else None)
+        write_private(path, signer, secret)
     except FileExistsError:
         raise exists from None
     except OSError as exc:

@@ -194,7 +194,7 @@ def test_delegate_arguments(tmp_path: Path) -> None:
         "error: --until 2020-01-01 00:00:00Z has passed; a delegation must end in the future"
     )
     code, out = invoke(*DELEGATE[:3], "--to", "carol", *DELEGATE[5:], "--until", "2099-01-01", "-o", out_file)
-    assert code == 1 and error_line(out) == "error: Delegation: a delegation names two different people"
+    assert code == 1 and error_line(out) == "error: a delegation names two different people"
     code, out = invoke(*DELEGATE, "--service", "Greeter", "--until", "2099-01-01", "-o", out_file)
     assert code == 1 and error_line(out).startswith("error: services.1: must be lower-case letters")
     code, out = invoke(*DELEGATE, "--until", "2099-01-01", "-o", out_file)
