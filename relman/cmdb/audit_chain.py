@@ -41,6 +41,8 @@ class ChainRow:
     idempotency_key: str
     prev_hash: str | None = None
     row_hash: str | None = None
+    unreadable: str = ""
+    """Why the stored time or detail could not be decoded: relman never writes such a row."""
 
 
 class AuditVerification(Record):
@@ -171,6 +173,8 @@ def _broken_link(row: ChainRow, prev_id: int | None, expected: str) -> str:
     """Why `row` does not continue a chain whose last row is `prev_id`; "" when it does."""
     if row.row_hash is None or row.prev_hash is None:
         return "row has no hash inside the chain (written without chaining, or its hash erased)"
+    if row.unreadable:
+        return f"row cannot be read ({row.unreadable}): it was changed"
     if row.prev_hash != expected:
         if prev_id is None:
             return (
@@ -182,6 +186,8 @@ def _broken_link(row: ChainRow, prev_id: int | None, expected: str) -> str:
             f" (a row after {prev_id} was deleted or inserted, rows were reordered,"
             f" or row {prev_id} was rewritten with a new hash)"
         )
-    if row_hash(row, row.prev_hash) != row.row_hash:
-        return "row's contents do not match its hash (the row was changed)"
-    return ""
+    try:
+        intact = row_hash(row, row.prev_hash) == row.row_hash
+    except (TypeError, ValueError) as e:  # e.g. bytes stored in a text column
+        return f"row's values cannot be encoded ({e}): it was changed"
+    return "" if intact else "row's contents do not match its hash (the row was changed)"

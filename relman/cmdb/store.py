@@ -33,6 +33,7 @@ are masked and the database URL's password never appears in errors.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import uuid
@@ -46,8 +47,11 @@ from pydantic import BaseModel
 from sqlalchemy import (
     Engine,
     Row,
+    String,
     Table,
+    Text,
     and_,
+    cast,
     create_engine,
     event,
     exc,
@@ -55,6 +59,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    type_coerce,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -153,6 +158,34 @@ class StoredEvidence(BaseModel):
     envelope_sha256: str
     key_id: str
     at: datetime
+
+
+def _chain_row(r: Any) -> ChainRow:
+    """An audit row as read by `verify_audit`, for check_chain."""
+    at: Any = r.at
+    try:
+        if isinstance(at, str):
+            at = datetime.fromisoformat(at)
+        if not isinstance(at, datetime):
+            raise ValueError(f"time {at!r}")
+        detail = json.loads(r.detail)
+    except (TypeError, ValueError) as e:
+        at, detail, unreadable = datetime.min, None, str(e)[:200]
+    else:
+        unreadable = ""
+    return ChainRow(
+        id=r.id,
+        at=at,
+        actor=r.actor,
+        action=r.action,
+        subject=r.subject,
+        release_id=r.release_id,
+        detail=detail,
+        idempotency_key=r.idempotency_key,
+        prev_hash=r.prev_hash,
+        row_hash=r.row_hash,
+        unreadable=unreadable,
+    )
 
 
 class _Statements:
@@ -466,23 +499,17 @@ class CmdbStore:
 
     def verify_audit(self) -> AuditVerification:
         """Check the whole audit log's hash chain, oldest row first (one snapshot)."""
+        # Time (SQLite) and detail as stored, decoded by _chain_row: a row mangled past
+        # decoding (SQLite keeps any value in any column) is then reported, not a crash.
+        at = AUDIT.c.at if self.dialect == "postgresql" else type_coerce(AUDIT.c.at, String)
+        stmt = select(
+            *(c for c in AUDIT.c if c.name not in ("at", "detail")),
+            at.label("at"),
+            cast(AUDIT.c.detail, Text).label("detail"),
+        ).order_by(AUDIT.c.id)
         with self._read() as conn:
-            rows = conn.execution_options(yield_per=1000).execute(select(AUDIT).order_by(AUDIT.c.id))
-            return check_chain(
-                ChainRow(
-                    id=r.id,
-                    at=r.at,
-                    actor=r.actor,
-                    action=r.action,
-                    subject=r.subject,
-                    release_id=r.release_id,
-                    detail=r.detail,
-                    idempotency_key=r.idempotency_key,
-                    prev_hash=r.prev_hash,
-                    row_hash=r.row_hash,
-                )
-                for r in rows
-            )
+            rows = conn.execution_options(yield_per=1000).execute(stmt)
+            return check_chain(_chain_row(r) for r in rows)
 
     # --- change records (the activities' writes) ------------------------------
 

@@ -224,6 +224,22 @@ def test_an_edited_row_is_named(store: CmdbStore, clock: Clock, field: str) -> N
     assert "changed" in result.reason
 
 
+@pytest.mark.parametrize(
+    "mangle", ["detail = 'not json'", "at = 'yesterday'", "at = 12", "actor = X'00ff'", "row_hash = 7"]
+)
+def test_a_row_mangled_past_reading_is_named(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: Clock, mangle: str
+) -> None:
+    """SQLite keeps any value in any column: the check names the row instead of failing."""
+    with make_store("sqlite", tmp_path, request, clock) as store:
+        write_records(store, clock)
+        victim = audit_ids(store)[3]
+        tamper(store, f"UPDATE audit_log SET {mangle} WHERE id = {victim}")
+        result = store.verify_audit()
+    assert (result.ok, result.first_broken_id) == (False, victim), result
+    assert "changed" in result.reason
+
+
 def test_a_deleted_middle_row_is_named(store: CmdbStore, clock: Clock) -> None:
     write_records(store, clock)
     ids = audit_ids(store)
