@@ -36,6 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
+from relman.cli import app
 from relman.client import ReleaseClient
 from relman.cmdb.models import metadata
 from relman.cmdb.store import CmdbStore
@@ -43,7 +44,6 @@ from relman.config import load_settings
 from relman.contracts import CloseCode, Gate, GateState, Outcome, ReleasePlan, ReleaseRequest, ReleaseStatus
 from relman.errors import RelmanError
 from relman.identity.keys import ensure_keys
-from relman.starter import app
 from relman.worker import run_worker
 from tests.activities.greeter_support import example_keys
 

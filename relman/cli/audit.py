@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from relman.cli.common import ReleaseIdArg, fail, safe, short, ts
 from relman.contracts import GO_LIVE, Decision, release_id_problem
 from relman.errors import NotFoundError, RelmanError
 
@@ -31,10 +32,7 @@ STATUS_TIMEOUT = 10.0
 
 
 def _fail(message: str) -> NoReturn:
-    from relman.starter import safe
-
-    typer.echo(f"error: {safe(message)}", err=True)
-    raise typer.Exit(1)
+    raise fail(message)
 
 
 # --- reading the CMDB, the catalog and Temporal -----------------------------------------
@@ -114,7 +112,7 @@ def temporal_check(trail: AuditTrail) -> CrossCheck:
 
 
 def audit_cmd(
-    release_id: Annotated[str, typer.Argument(help="Release id, e.g. release-checkout-2.4.1.")],
+    release_id: ReleaseIdArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the trail as JSON.")] = False,
 ) -> None:
     """A release's audit trail from the CMDB: request, votes, amendments, package, tests,
@@ -151,7 +149,6 @@ def audit_cmd(
 def format_trail(trail: AuditTrail) -> str:
     """The trail as text, in the order of the release; every recorded string through `safe`."""
     from relman.audit import AUDIT_LOG, CHANGE_RECORD, EVIDENCE
-    from relman.starter import safe, short, ts
 
     def key(key_id: str | None, provider: str | None = None) -> str:
         if key_id is None:

@@ -13,6 +13,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from relman.cli.common import ReleaseIdArg
 from relman.errors import RelmanError
 from relman.identity.evidence import EvidenceReport, verify_evidence
 
@@ -23,7 +24,7 @@ def _fail(message: str) -> NoReturn:
 
 
 def evidence_cmd(
-    release_id: Annotated[str, typer.Argument(help="Release id, e.g. release-checkout-2.4.1.")],
+    release_id: ReleaseIdArg,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the envelope here (default: stdout).")
     ] = None,

@@ -13,12 +13,12 @@ import typer
 from typer.core import TyperGroup
 from typer.testing import CliRunner
 
+from relman.cli import app
 from relman.client import load_plan
 from relman.config import load_settings
 from relman.contracts import AcceptanceCriteria, Component, Delegation, Gate, ReleasePlan, RolloutStage
 from relman.errors import RelmanError
 from relman.identity.keys import ensure_keys, verify_signature
-from relman.starter import app
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = ROOT / "examples" / "releases" / "greeter-1.1.0.yaml"

@@ -15,11 +15,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from relman.cli import app
 from relman.cli import audit as audit_cli
 from relman.cmdb import CmdbStore
 from relman.contracts import CloseChangeInput, Gate, Outcome, ReleaseStatus
 from relman.errors import NotFoundError
-from relman.starter import app
 from tests.audit_support import envelope_of, fill, reviewed_release
 from tests.identity.evidence_support import RELEASE_ID, Cast
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from relman.cli import app
 from relman.cli.keys import load_evidence_signer, load_signer
 from relman.config import load_settings
 from relman.errors import RelmanError
 from relman.identity.keys import read_public_file, verify_signature
-from relman.starter import app
 
 
 @pytest.fixture

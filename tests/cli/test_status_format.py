@@ -8,6 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from relman.cli.common import safe
+from relman.cli.release import (
+    describe_subject,
+    follow_release,
+    format_status,
+    format_table,
+    operator_answer,
+)
 from relman.client import ReleaseSummary
 from relman.contracts import (
     GO_LIVE,
@@ -37,14 +45,6 @@ from relman.contracts import (
     Verdict,
     Vote,
     WindowWait,
-)
-from relman.starter import (
-    describe_subject,
-    follow_release,
-    format_status,
-    format_table,
-    operator_answer,
-    safe,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
