@@ -46,6 +46,7 @@ from relman.errors import RelmanError
 from relman.identity.keys import ensure_keys
 from relman.worker import run_worker
 from tests.activities.greeter_support import example_keys
+from tests.helpers import assert_eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -110,6 +111,16 @@ class World:
         path = self.tmp / f"delegation-{delegator}-{delegate}.json"
         path.write_text(signed.model_dump_json())
         return str(path)
+
+    async def settled(self, rid: str, action: str) -> None:
+        """Until the CMDB has `action` in the release's audit and the workflow has nothing pending."""
+
+        async def done() -> None:
+            assert action in [e.action for e in self.store.audit(rid)]
+            raw = (await self.client.get_workflow_handle(rid).describe()).raw_description
+            assert not raw.pending_activities and not raw.HasField("pending_workflow_task")
+
+        await assert_eventually(done, timeout=30)
 
     async def started(self, rid: str, check: Callable[[ReleaseStatus], bool]) -> ReleaseStatus:
         return await self.release_client.wait_for(rid, check, timeout=30, interval=0.1)
@@ -343,10 +354,14 @@ async def test_refused_votes_and_feedback_change_nothing(world: World) -> None:
         ["approve", rid, "--as", "bob", "--on-behalf-of", REQUESTER, "--delegation", from_requester],
         f"error: refused: {REQUESTER} requested this release and cannot approve it",
     )
-    await refused(["reject", rid, "--as", "alice", "--reason", "   "], "error: a rejection needs a reason")
+    # The CLI checks a rejection's reason as the contract's `Reason` before connecting anywhere.
+    await refused(
+        ["reject", rid, "--as", "alice", "--reason", "   "],
+        "error: reason: String should have at least 1 character",
+    )
     await refused(
         ["reject", rid, "--as", "alice", "--reason", "r" * 10_000],
-        "error: comment: String should have at most 1000 characters",
+        "error: reason: String should have at most 1000 characters",
     )
     await refused(
         ["approve", rid, "--as", "alice", "--comment", "c" * 10_000],
@@ -380,6 +395,7 @@ async def test_refused_votes_and_feedback_change_nothing(world: World) -> None:
     )
     await world.release_client.amend_plan(rid, "rita", amended, "two stages are enough")  # release manager
     amended_status = await world.started(rid, lambda s: s.plan_hash != old_hash)
+    await world.settled(rid, "plan.amended")  # the amendment's audit row is written by an activity
     await refused(
         ["approve", rid, "--as", "dave", "--gate", "plan", "--hash", old_hash],
         f"error: refused: vote is for {old_hash[:12]}, but gate plan is for "

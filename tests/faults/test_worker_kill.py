@@ -327,9 +327,11 @@ async def test_worker_killed_in_each_kind_of_activity(tmp_path: Path, pg_url: st
         # Each killed activity really ran again (later attempts: tasks handed to the dead worker).
         assert all(max(a) >= 2 for a in killed.values()), killed
         for s in SERVICES:
-            # CMDB: one change, one CI version, each audit key once.
+            # CMDB: one change, one CI version, each audit key once, the signed evidence last.
             audit = [e.idempotency_key for e in cmdb.audit(rid[s])]
-            assert audit == [f"{rid[s]}/open", f"{rid[s]}/authorized", f"{rid[s]}/close"], audit
+            steps = ("open", "authorized", "close", "evidence")
+            assert audit == [f"{rid[s]}/{step}" for step in steps], audit
+            assert cmdb.get_evidence(rid[s]) is not None
             change = cmdb.get_change(rid[s])
             assert change is not None and change.close_code is CloseCode.SUCCESSFUL
             package_built = finals[s].package
