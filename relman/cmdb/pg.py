@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import text
 
-from relman.cmdb.audit_chain import template
 from relman.contracts import CloseChangeInput
 
 # The audit row, chained: audit_chain_head() locks the chain and names the row's id and
@@ -35,7 +34,8 @@ _CHAINED_CLAIM = """
     RETURNING id"""
 
 CLAIM = text(_CHAINED_CLAIM)
-"""One audit row if its key is new (the idempotency claim); returns its id, else nothing."""
+"""One audit row if its key is new (the idempotency claim); returns its id, else nothing.
+SQLite's twin is in store.py."""
 
 CLOSE_CHANGE = text(
     f"""
@@ -101,54 +101,12 @@ def _utc(at: datetime | None) -> datetime | None:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-def claim_params(
-    key: str,
-    *,
-    at: datetime,
-    actor: str,
-    action: str,
-    subject: str,
-    release_id: str | None,
-    detail: dict[str, Any],
-) -> dict[str, Any]:
-    """Bind parameters of the chained audit row (CLAIM, and the claim in CLOSE_CHANGE)."""
-    head, middle, tail = template(
-        at=at,
-        actor=actor,
-        action=action,
-        subject=subject,
-        release_id=release_id,
-        detail=detail,
-        idempotency_key=key,
-    )
-    return {
-        "key": key,
-        "at": _utc(at),
-        "actor": actor,
-        "action": action,
-        "subject": subject,
-        "release_id": release_id,
-        "detail": json.dumps(detail),
-        "hash_head": head,
-        "hash_middle": middle,
-        "hash_tail": tail,
-    }
-
-
 def close_params(
-    inp: CloseChangeInput, *, now: datetime, ci_name: str, deployed: bool, detail: dict[str, Any]
+    inp: CloseChangeInput, *, now: datetime, ci_name: str, deployed: bool, audit: dict[str, Any]
 ) -> dict[str, Any]:
-    """Bind parameters of CLOSE_CHANGE, the same values the portable path writes."""
+    """Bind parameters of CLOSE_CHANGE, the same values the portable path writes; `audit`
+    are the claim's (the store's `claim_params`)."""
     req = inp.request
-    audit = claim_params(
-        inp.idempotency_key,
-        at=now,
-        actor="relman",
-        action="change.close",
-        subject=inp.release_id,
-        release_id=inp.release_id,
-        detail=detail,
-    )
     approvals = [
         {
             "gate": a.vote.gate.value,

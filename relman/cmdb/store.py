@@ -8,12 +8,11 @@ audit row and the effect commit together, so a retried or replayed activity leav
 exactly one row per effect. Natural keys (CI name, release id, window name,
 approval vote, CI version) are unique too, so writes under different keys upsert.
 
-The audit log is hash-chained (relman/cmdb/audit_chain.py): the claim reads the
-chain's head and inserts the row linked to it while holding the chain until its
-transaction ends (SQLite: the write lock BEGIN IMMEDIATE took; PostgreSQL: an
-advisory lock taken in the claim statement itself, which also computes the hash, so
-a write costs no extra round trip), so concurrent writers, in threads or processes,
-append one after another. `verify_audit` checks the chain.
+The audit log is hash-chained (relman/cmdb/audit_chain.py). The claim is still one
+statement: it reads the chain's head, hashes the row in SQL and inserts it, holding
+the chain until its transaction ends (SQLite: the write lock BEGIN IMMEDIATE took;
+PostgreSQL: an advisory lock the statement takes), so concurrent writers, in threads
+or processes, append one after another. `verify_audit` checks the chain.
 
 Deployment windows. A window applies to a query when its service is the query's or
 NULL (all) and its environment is the query's or NULL (all); it is active at `at`
@@ -33,6 +32,7 @@ are masked and the database URL's password never appears in errors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -51,6 +51,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     cast,
     create_engine,
     event,
@@ -68,7 +69,7 @@ from sqlalchemy.pool import StaticPool
 
 from relman.cmdb import dora as dora_
 from relman.cmdb import pg
-from relman.cmdb.audit_chain import GENESIS, AuditVerification, ChainRow, check_chain, row_hash
+from relman.cmdb.audit_chain import GENESIS, AuditVerification, ChainRow, check_chain, template
 from relman.cmdb.errors import CmdbConflict, CmdbError, CmdbInvalid, CmdbNotFound, CmdbUnavailable
 from relman.cmdb.models import (
     ApprovalRow,
@@ -82,6 +83,7 @@ from relman.cmdb.models import (
     Relationship,
     RelationshipType,
     ReviewRecord,
+    UtcDateTime,
     metadata,
     upgrade,
 )
@@ -160,6 +162,65 @@ class StoredEvidence(BaseModel):
     at: datetime
 
 
+# The chained claim, as pg.CLAIM on PostgreSQL: id and predecessor read and the row
+# inserted in one statement, the hash computed by relman_sha256 (registered on every
+# connection) over audit_chain.template's parts. No lock to take: `_write` began with
+# BEGIN IMMEDIATE, so the transaction holds SQLite's write lock until it ends.
+# (`WHERE true` tells SQLite's parser that ON CONFLICT is the upsert, not a join.)
+_SQLITE_CLAIM = text(
+    f"""
+INSERT INTO audit_log
+    (id, at, actor, action, subject, release_id, detail, idempotency_key, prev_hash, row_hash)
+SELECT h.next_id, :at, :actor, :action, :subject, :release_id, :detail, :key, h.prev_hash,
+    relman_sha256(:hash_head || h.next_id || :hash_middle || h.prev_hash || :hash_tail)
+FROM (SELECT coalesce((SELECT max(id) FROM audit_log), 0) + 1 AS next_id,
+    coalesce((SELECT row_hash FROM audit_log ORDER BY id DESC LIMIT 1), '{GENESIS}') AS prev_hash) AS h
+WHERE true
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id
+"""
+).bindparams(bindparam("at", type_=UtcDateTime()))
+
+
+def claim_params(
+    key: str,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    subject: str,
+    release_id: str | None,
+    detail: dict[str, Any],
+) -> dict[str, Any]:
+    """Bind parameters of the chained claim (`_SQLITE_CLAIM`, pg.CLAIM, pg.CLOSE_CHANGE)."""
+    head, middle, tail = template(
+        at=at,
+        actor=actor,
+        action=action,
+        subject=subject,
+        release_id=release_id,
+        detail=detail,
+        idempotency_key=key,
+    )
+    return {
+        "key": key,
+        "at": _utc(at),
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "release_id": release_id,
+        # As the JSON column type would serialize it; jsonb parses it on PostgreSQL.
+        "detail": json.dumps(detail),
+        "hash_head": head,
+        "hash_middle": middle,
+        "hash_tail": tail,
+    }
+
+
+def _sha256_hex(data: str) -> str:
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
 def _chain_row(r: Any) -> ChainRow:
     """An audit row as read by `verify_audit`, for check_chain."""
     at: Any = r.at
@@ -196,11 +257,7 @@ class _Statements:
         def insert(table: Table) -> Any:
             return pg_insert(table) if dialect == "postgresql" else sqlite_insert(table)
 
-        self.claim = (
-            insert(AUDIT).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(AUDIT.c.id)
-        )
-        # SQLite's chain head; PostgreSQL chains inside its claim statement (pg.CLAIM).
-        self.chain_head = select(AUDIT.c.id, AUDIT.c.row_hash).order_by(AUDIT.c.id.desc()).limit(1)
+        self.claim = pg.CLAIM if dialect == "postgresql" else _SQLITE_CLAIM
 
         def ci(set_: dict[str, Any]) -> Any:
             return insert(CI).on_conflict_do_update(index_elements=["name"], set_=set_).returning(CI.c.id)
@@ -321,6 +378,7 @@ class CmdbStore:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            dbapi_conn.create_function("relman_sha256", 1, _sha256_hex, deterministic=True)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
@@ -414,15 +472,6 @@ class CmdbStore:
 
     # --- the audit log (the idempotency claim) -------------------------------
 
-    def _chain_next(self, conn: Connection) -> tuple[int, str]:
-        """SQLite: id and prev_hash of the next audit row. No lock to take: `_write` began
-        with BEGIN IMMEDIATE, so this transaction holds the write lock until it ends."""
-        last = conn.execute(self._sql.chain_head).first()
-        if last is None:
-            return 1, GENESIS
-        # After legacy rows (no hash) the chain starts afresh, as check_chain expects.
-        return last.id + 1, last.row_hash or GENESIS
-
     def _claim(
         self,
         conn: Connection,
@@ -436,27 +485,16 @@ class CmdbStore:
     ) -> bool:
         """Insert the audit row for `key` if absent, chained to the log's last row; False
         means the effect is already done."""
-        at, detail = self._clock(), _scrub(detail or {})
-        if self.dialect == "postgresql":
-            params = pg.claim_params(
-                key, at=at, actor=actor, action=action, subject=subject, release_id=release_id, detail=detail
-            )
-            return conn.execute(pg.CLAIM, params).first() is not None
-        next_id, prev = self._chain_next(conn)
-        row = ChainRow(next_id, at, actor, action, subject, release_id, detail, key)
-        values = dict(
-            id=next_id,
-            at=at,
+        params = claim_params(
+            key,
+            at=self._clock(),
             actor=actor,
             action=action,
             subject=subject,
             release_id=release_id,
-            detail=detail,
-            idempotency_key=key,
-            prev_hash=prev,
-            row_hash=row_hash(row, prev),
+            detail=_scrub(detail or {}),
         )
-        return conn.execute(self._sql.claim, values).first() is not None
+        return conn.execute(self._sql.claim, params).first() is not None
 
     def append_audit(
         self,
@@ -600,7 +638,16 @@ class CmdbStore:
             "previous_version": inp.previous_version,
         }
         if self.dialect == "postgresql" and self.fast_path:
-            params = pg.close_params(inp, now=now, ci_name=ci_name, deployed=deployed, detail=_scrub(detail))
+            audit = claim_params(
+                inp.idempotency_key,
+                at=now,
+                actor="relman",
+                action="change.close",
+                subject=inp.release_id,
+                release_id=inp.release_id,
+                detail=_scrub(detail),
+            )
+            params = pg.close_params(inp, now=now, ci_name=ci_name, deployed=deployed, audit=audit)
             with self._write(autocommit=True) as conn:
                 return bool(conn.execute(pg.CLOSE_CHANGE, params).scalar_one())
         with self._write() as conn:
