@@ -3,7 +3,7 @@
 The portable path sends eight round trips per close (BEGIN, six upserts, COMMIT),
 and SQLAlchemy's per-statement CPU capped a worker near 550 closes/s (see
 bench/cmdb_bench.py). Chained data-modifying CTEs do the same work in one atomic
-statement: the audit claim comes first and every later insert selects FROM the row
+statement run in autocommit: the audit claim comes first and every later insert selects FROM the row
 before it, so a replayed key (claim returns nothing) touches nothing. The audit row
 is hash-chained inside the same statement (`_CHAINED_CLAIM`), which every audit
 append on PostgreSQL uses. The tests run every close scenario against both paths'
