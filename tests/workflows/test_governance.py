@@ -7,10 +7,15 @@ update event in the Temporal history and no CMDB call (the fake activities saw n
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import os
+import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +23,7 @@ from pydantic import ValidationError
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -56,12 +62,32 @@ from tests import people
 from tests.helpers import assert_eventually
 from tests.people import PEOPLE
 from tests.workflows.fakes import STAGES, FakeActivities, make_request, profile_for
-from tests.workflows.test_release import act, at_gate, delegated, refused, start, status, until, vote
+from tests.workflows.test_release import act, at_gate, delegated, refused, status, until, vote
+from tests.workflows.test_release import start as start_release
 
 BLACKOUT = "test-blackout"
 """The window FakeActivities closes on the checks named in `closed_window_checks`."""
 
 # --- helpers -----------------------------------------------------------------------
+
+_running: list[WorkflowHandle] = []
+
+
+@pytest.fixture(autouse=True)
+async def _end_releases() -> AsyncIterator[None]:
+    """Terminate what a test left running (a failed test, or one that stops at a gate): a
+    release waiting on an activity no worker polls would stop the server's time skipping."""
+    yield
+    while _running:
+        handle = _running.pop()
+        with contextlib.suppress(RPCError):
+            await handle.terminate("test over")
+
+
+async def start(env: WorkflowEnvironment, w: Worker, request: ReleaseRequest, **kw: bool) -> WorkflowHandle:
+    handle = await start_release(env, w, request, **kw)
+    _running.append(handle)
+    return handle
 
 
 def worker(env: WorkflowEnvironment, fake: FakeActivities) -> Worker:
@@ -241,7 +267,89 @@ async def test_forged_signatures_are_refused(ts_env: WorkflowEnvironment) -> Non
         current = await status(handle)
         assert current.gates[Gate.REQUEST].votes == []
         assert current.refused == 2
-        await handle.terminate("test over")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION_WORKER = """
+import asyncio, os, sys, uuid
+from datetime import UTC
+
+from google.protobuf.empty_pb2 import Empty
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from relman.contracts import Decision, Gate, Vote
+from relman.worker import workflow_runner
+from relman.workflows.release import ReleaseWorkflow
+from tests import people
+from tests.workflows.fakes import FakeActivities, make_request
+from tests.workflows.test_governance import flipped
+
+
+async def main(target: str) -> None:
+    client = await Client.connect(target, data_converter=pydantic_data_converter)
+
+    async def now():
+        return (await client.test_service.get_current_time(Empty())).time.ToDatetime().replace(tzinfo=UTC)
+
+    queue, release_id = f"tq-{uuid.uuid4()}", f"release-test-{uuid.uuid4()}"
+    fake = FakeActivities()
+    async with Worker(client, task_queue=queue, workflows=[ReleaseWorkflow], activities=fake.all(),
+                      workflow_runner=workflow_runner()):
+        print("release", release_id, flush=True)
+        request = people.signed(make_request(), release_id, at=await now())
+        handle = await client.start_workflow(ReleaseWorkflow.run, request, id=release_id, task_queue=queue)
+        while Gate.REQUEST not in (current := await handle.query(ReleaseWorkflow.status)).gates:
+            await asyncio.sleep(0.05)
+        ballot = Vote(gate=Gate.REQUEST, approver="alice", decision=Decision.APPROVE,
+                      approved_hash=current.gates[Gate.REQUEST].subject_hash)
+        forged = flipped(people.signed(ballot, release_id, at=await now()))
+        try:
+            await handle.execute_update(ReleaseWorkflow.decide, forged)
+        except WorkflowUpdateFailedError as err:
+            print("refused:", err.cause, flush=True)
+        await handle.execute_update(ReleaseWorkflow.decide, people.signed(ballot, release_id, at=await now()))
+        current = await handle.query(ReleaseWorkflow.status)
+        print("counted:", len(current.gates[Gate.REQUEST].votes), flush=True)
+    os._exit(0)
+
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.mark.xfail(
+    reason=(
+        "relman/worker.py workflow_runner does not pass `cryptography` through the sandbox: the first "
+        "signature that fails to verify makes pyo3 import cryptography.exceptions.InvalidSignature "
+        "through the sandbox importer, which panics and aborts the worker process (SIGABRT)"
+    ),
+    strict=True,
+)
+async def test_a_forged_vote_does_not_crash_the_production_worker(ts_env: WorkflowEnvironment) -> None:
+    """The production sandbox (relman passed through), in a child process: a crash stays there."""
+    target = ts_env.client.service_client.config.target_host
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        PRODUCTION_WORKER,
+        target,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(child.communicate(), timeout=120)
+    lines = out.decode().splitlines()
+    for line in lines:
+        if line.startswith("release "):
+            with contextlib.suppress(RPCError):
+                await ts_env.client.get_workflow_handle(line.split()[1]).terminate("test over")
+    panic = [line for line in err.decode().splitlines() if "panicked" in line or "failed to import" in line]
+    assert child.returncode == 0, f"worker died with {child.returncode}: {panic[:2]}"
+    assert any(line.startswith("refused: the signature by alice does not match") for line in lines), lines
+    assert "counted: 1" in lines
 
 
 async def test_one_members_key_cannot_sign_as_another(ts_env: WorkflowEnvironment) -> None:
@@ -262,7 +370,6 @@ async def test_one_members_key_cannot_sign_as_another(ts_env: WorkflowEnvironmen
         # bob's own vote still counts: his key was not used up by signing for alice.
         await vote(handle, Gate.REQUEST, "bob")
         assert [a.vote.approver for a in (await status(handle)).gates[Gate.REQUEST].votes] == ["bob"]
-        await handle.terminate("test over")
 
 
 async def test_valid_signatures_replayed_elsewhere_are_refused(ts_env: WorkflowEnvironment) -> None:
@@ -313,8 +420,6 @@ async def test_valid_signatures_replayed_elsewhere_are_refused(ts_env: WorkflowE
         moved = stale.model_copy(update={"approved_hash": amended.plan_hash})
         assert "does not match" in await validator_refused(first, ReleaseWorkflow.decide, moved)
         assert (await status(first)).gates[Gate.PLAN].votes == []
-        await first.terminate("test over")
-        await second.terminate("test over")
 
 
 @pytest.mark.parametrize(
@@ -346,7 +451,6 @@ async def test_issued_at_outside_the_skew_window_is_refused(
         inside = people.signed(alice, handle.id, at=await people.now() + offset * 0.5)
         await handle.execute_update(ReleaseWorkflow.decide, inside)
         assert len((await status(handle)).gates[Gate.REQUEST].votes) == 1
-        await handle.terminate("test over")
 
 
 async def test_a_signed_message_is_accepted_once(ts_env: WorkflowEnvironment) -> None:
@@ -374,7 +478,6 @@ async def test_a_signed_message_is_accepted_once(ts_env: WorkflowEnvironment) ->
         current = await status(handle)
         assert not current.paused
         assert [r.action.action for r in current.actions] == [OperatorVerb.PAUSE, OperatorVerb.RESUME]
-        await handle.terminate("test over")
 
 
 async def test_the_same_signed_abort_twice_counts_once(ts_env: WorkflowEnvironment) -> None:
@@ -411,7 +514,6 @@ async def test_unsigned_votes_are_refused_when_signatures_are_required(ts_env: W
             handle, ReleaseWorkflow.operate, unsigned_abort, fake
         )
         assert (await status(handle)).gates[Gate.REQUEST].votes == []
-        await handle.terminate("test over")
 
 
 async def test_an_unsigned_request_is_refused_when_signatures_are_required(
@@ -448,7 +550,6 @@ async def test_unsigned_votes_count_when_the_catalog_turns_signatures_off(
         assert "zoe is not a member" in await validator_refused(
             handle, ReleaseWorkflow.decide, await ballot(handle, Gate.PLAN, "zoe")
         )
-        await handle.terminate("test over")
 
 
 # --- delegation -----------------------------------------------------------------------
@@ -514,7 +615,6 @@ async def test_votes_on_behalf_of_someone_need_their_delegation(ts_env: Workflow
         refusal = await signal_refused(handle, ReleaseWorkflow.approve, await for_alice())
         assert refusal.reason == "zoe votes for alice without a delegation signed by them"
         assert (await status(handle)).gates[Gate.REQUEST].votes == []
-        await handle.terminate("test over")
 
 
 async def test_a_delegated_vote_records_both_names_and_both_keys(ts_env: WorkflowEnvironment) -> None:
@@ -596,7 +696,6 @@ async def test_operator_actions_need_the_role(ts_env: WorkflowEnvironment) -> No
             ReleaseWorkflow.operate, await act(handle, OperatorVerb.PAUSE, "oli", "looking")
         )
         assert (await status(handle)).paused
-        await handle.terminate("test over")
 
 
 async def test_an_override_by_the_requester_is_refused(ts_env: WorkflowEnvironment) -> None:
@@ -616,7 +715,6 @@ async def test_an_override_by_the_requester_is_refused(ts_env: WorkflowEnvironme
         current = await status(handle)
         assert current.awaiting == ["window"] and current.stages == []
         assert current.window_waits[0].override is None
-        await handle.terminate("test over")
 
 
 async def test_an_override_names_the_window_and_step_the_release_waits_on(
@@ -630,7 +728,6 @@ async def test_an_override_names_the_window_and_step_the_release_waits_on(
         expected = "no deployment window is holding this release; an override lets one waiting step through"
         assert await validator_refused(handle, ReleaseWorkflow.operate, carols, fake) == expected
         assert (await signal_refused(handle, ReleaseWorkflow.override_window, carols)).reason == expected
-        await handle.terminate("test over")
 
     fake = FakeActivities(closed_window_checks={0})
     async with worker(ts_env, fake) as w:
@@ -645,7 +742,6 @@ async def test_an_override_names_the_window_and_step_the_release_waits_on(
         wrong = await people.sign(override("cm", step="five"), handle.id)
         refusal = await signal_refused(handle, ReleaseWorkflow.override_window, wrong)
         assert refusal.actor == "cm" and "not on 'test-blackout' before five" in refusal.reason
-        await handle.terminate("test over")
 
 
 async def test_an_override_lets_exactly_one_step_through_and_is_recorded(ts_env: WorkflowEnvironment) -> None:
@@ -773,7 +869,9 @@ async def test_plan_amendments_are_authorized_sound_and_visible(ts_env: Workflow
         await vote(handle, Gate.PLAN, "dave")
         closed = await until(ts_env, handle, lambda s: s.gates[Gate.PLAN].state is GateState.APPROVED)
         assert closed.plan is not None
-        assert await refusal_of(await amendment("rex", amended(closed.plan, backout_plan="Roll back."))) == (
+        late = await amendment("rex", amended(closed.plan, backout_plan="Roll back."))
+        # The release is building meanwhile: only the update events and the plan are compared.
+        assert await validator_refused(handle, ReleaseWorkflow.amend, late) == (
             "the plan gate is not open; a plan is amended only while it awaits approval"
         )
         final = ReleaseStatus.model_validate(await handle.result())
@@ -797,7 +895,6 @@ async def test_amending_before_the_plan_exists_is_refused(ts_env: WorkflowEnviro
         assert (await validator_refused(handle, ReleaseWorkflow.amend, early, fake)).startswith(
             "the plan gate is not open"
         )
-        await handle.terminate("test over")
 
 
 # --- change models ---------------------------------------------------------------------------
@@ -896,7 +993,6 @@ async def test_an_identity_provider_vouches_only_for_its_people(ts_env: Workflow
             "console",
             people.CONSOLE.key_id,
         )
-        await handle.terminate("test over")
 
 
 async def test_a_key_removed_from_the_catalog_stops_counting_at_the_next_gate(
@@ -928,7 +1024,6 @@ async def test_a_key_removed_from_the_catalog_stops_counting_at_the_next_gate(
         assert (await status(handle)).gates[Gate.PLAN].votes == []
         # bob is still on the CAB: the plan gate still names him, it just cannot hear him.
         assert "bob" in current.gates[Gate.PLAN].eligible
-        await handle.terminate("test over")
 
 
 # --- marginal health -----------------------------------------------------------------------
