@@ -3,6 +3,10 @@
 The envelope is written once per release: a retried activity finds its audit row and a
 second release-closing write (another key, a replay) finds the release's envelope, and both
 return what is stored, so the evidence of a release never changes after it is written.
+
+Before signing, the activity reads the audit log's newest row (`CmdbStore.audit_head`) into
+the predicate's `audit_anchor`: the signed envelope then pins the hash chain up to that row,
+which `relman cmdb verify-audit` checks (see `CmdbStore.verify_audit`).
 """
 
 from __future__ import annotations
@@ -45,8 +49,10 @@ class EvidenceActivities:
 
     @activity.defn(name=Activity.WRITE_EVIDENCE)
     async def write_evidence(self, inp: EvidenceInput) -> EvidenceRecord:
-        """Sign the release's evidence with the worker's key and store it in the CMDB."""
-        envelope = sign_envelope(build_statement(inp.status, inp.close_code), self.signer)
+        """Sign the release's evidence, anchored to the audit log's newest row, with the
+        worker's key and store it in the CMDB."""
+        anchor = await self._call(self.store.audit_head)
+        envelope = sign_envelope(build_statement(inp.status, inp.close_code, anchor), self.signer)
         record = EvidenceRecord(envelope_sha256=envelope_digest(envelope), key_id=self.signer.key_id)
         stored = await self._call(
             lambda: self.store.put_evidence(inp.idempotency_key, inp.release_id, envelope, record)

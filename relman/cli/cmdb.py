@@ -233,13 +233,14 @@ def cmdb_windows(as_json: JsonOpt = False) -> None:
 
 @cmdb_app.command("verify-audit")
 def cmdb_verify_audit(as_json: JsonOpt = False) -> None:
-    """Check the audit log's hash chain; exit 1 naming the first changed, deleted or inserted row."""
+    """Check the audit log's hash chain and the rows the releases' signed evidence anchors;
+    exit 1 naming the first changed, deleted or inserted row."""
     result = cmdb_call(lambda s: s.verify_audit())
     if as_json:
         echo_json(result)
     elif result.ok:
         legacy = f" ({result.legacy_rows} legacy rows before the chain starts)" if result.legacy_rows else ""
-        typer.echo(f"audit log intact: {result.rows} rows{legacy}")
+        typer.echo(f"audit log intact: {result.rows} rows, {result.anchors} evidence anchors{legacy}")
     else:
         typer.echo(f"audit log broken at row {result.first_broken_id}: {result.reason}")
     if not result.ok:

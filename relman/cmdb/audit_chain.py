@@ -8,7 +8,10 @@ hashes; they may only form a prefix (the "legacy" rows), counted but not checked
 
 A chain anyone with write access can recompute proves nothing about the newest rows
 on its own: deleting the tail or rewriting every hash after an edit goes unnoticed
-unless the head hash was recorded elsewhere, which is why the result reports it.
+unless the head hash was recorded elsewhere, which is why the result reports it. Each
+release's signed evidence records one (its `audit_anchor`: the newest row's id and hash
+when the worker signed it); `check_chain` checks such `Anchor`s too, so a rewrite or a
+cut up to an anchored row shows, for as long as the evidence's signature holds.
 """
 
 from __future__ import annotations
@@ -45,18 +48,32 @@ class ChainRow:
     """Why the stored time or detail could not be decoded: relman never writes such a row."""
 
 
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A row the signed evidence of `release_id` names: the log must hold row `id` with
+    `row_hash`. It counts only because the evidence is signed (`relman verify` checks that):
+    whoever can rewrite the log can also rewrite an unsigned copy of its hashes."""
+
+    release_id: str
+    id: int
+    row_hash: str
+
+
 class AuditVerification(Record):
     """What `check_chain` found: intact, or the first row whose link is broken."""
 
     ok: bool
     rows: int
-    """Chained rows verified intact (before the break, when there is one)."""
+    """Chained rows verified intact (before the break, when there is one; before a broken
+    anchor they link, but the rewrite the anchor shows may lie anywhere up to it)."""
     legacy_rows: int
     """Rows without hashes before the chain starts (written before chaining existed)."""
     first_broken_id: int | None = None
     reason: str = ""
     head_hash: str | None = None
     """Hash of the last intact row: record it elsewhere to notice a truncated tail later."""
+    anchors: int = 0
+    """Evidence anchors found holding (before the break, when there is one)."""
 
 
 def _plain(value: Any) -> Any:
@@ -132,40 +149,82 @@ def row_hash(row: ChainRow, prev_hash: str) -> str:
     return hashlib.sha256(canonical(row, prev_hash)).hexdigest()
 
 
-def check_chain(rows: Iterable[ChainRow]) -> AuditVerification:
-    """Check rows in id order; stops at the first broken link.
+def check_chain(rows: Iterable[ChainRow], anchors: Iterable[Anchor] = ()) -> AuditVerification:
+    """Check rows in id order, and that each anchored row is there with its anchored hash;
+    stops at the first broken link or anchor, whichever row comes first.
 
     Reasons name what most likely happened: a row whose hash no longer matches its
     fields was changed; a row whose `prev_hash` is not its predecessor's hash follows a
     deletion, an insertion or a reordering (or the predecessor was rewritten hash and all).
+    An anchored row that is missing, or holds another hash, shows what the links cannot:
+    the log rewritten up to it with every later hash recomputed, or its newest rows removed.
     """
-    legacy = checked = 0
+    pending = sorted(anchors, key=lambda a: (a.id, a.release_id))
+    legacy = checked = held = 0
     prev_id: int | None = None
+    last_id: int | None = None
     expected = GENESIS
     started = False
+
+    def broken(at: int, reason: str) -> AuditVerification:
+        return AuditVerification(
+            ok=False,
+            rows=checked,
+            legacy_rows=legacy,
+            first_broken_id=at,
+            reason=reason,
+            head_hash=None if prev_id is None else expected,
+            anchors=held,
+        )
+
     for row in rows:
+        if held < len(pending) and pending[held].id < row.id:
+            gap = (
+                f"it skips from row {last_id} to row {row.id}"
+                if last_id is not None
+                else f"it starts at row {row.id}"
+            )
+            return broken(pending[held].id, _anchor_missing(pending[held], gap))
+        last_id = row.id
         if not started and row.row_hash is None and row.prev_hash is None:
             legacy += 1
-            continue
-        started = True
-        reason = _broken_link(row, prev_id, expected)
-        if reason:
-            return AuditVerification(
-                ok=False,
-                rows=checked,
-                legacy_rows=legacy,
-                first_broken_id=row.id,
-                reason=reason,
-                head_hash=None if prev_id is None else expected,
-            )
-        assert row.row_hash is not None  # _broken_link refuses hashless rows
-        checked += 1
-        prev_id, expected = row.id, row.row_hash
+        else:
+            started = True
+            reason = _broken_link(row, prev_id, expected)
+            if reason:
+                return broken(row.id, reason)
+        while held < len(pending) and pending[held].id == row.id:
+            if pending[held].row_hash != row.row_hash:
+                return broken(row.id, _anchor_moved(pending[held], row.row_hash))
+            held += 1
+        if row.row_hash is not None:  # _broken_link refuses hashless rows once the chain starts
+            checked += 1
+            prev_id, expected = row.id, row.row_hash
+    if held < len(pending):
+        end = f"it ends at row {last_id}" if last_id is not None else "it is empty"
+        return broken(pending[held].id, _anchor_missing(pending[held], end))
     return AuditVerification(
         ok=True,
         rows=checked,
         legacy_rows=legacy,
         head_hash=None if prev_id is None else expected,
+        anchors=held,
+    )
+
+
+def _anchor_missing(anchor: Anchor, where: str) -> str:
+    return (
+        f"evidence of {anchor.release_id} anchors row {anchor.id} with hash {anchor.row_hash[:16]}…,"
+        f" the log holds no row {anchor.id} ({where}: rows were removed)"
+    )
+
+
+def _anchor_moved(anchor: Anchor, held: str | None) -> str:
+    holds = f"hash {held[:16]}…" if held else "a row without a hash"
+    return (
+        f"evidence of {anchor.release_id} anchors row {anchor.id} with hash {anchor.row_hash[:16]}…,"
+        f" the log holds {holds} there (the log was rewritten at or before row {anchor.id} with"
+        " every later hash recomputed, or rows were removed and others written in their place)"
     )
 
 

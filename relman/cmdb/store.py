@@ -12,7 +12,8 @@ The audit log is hash-chained (relman/cmdb/audit_chain.py). The claim is still o
 statement: it reads the chain's head, hashes the row in SQL and inserts it, holding
 the chain until its transaction ends (SQLite: the write lock BEGIN IMMEDIATE took;
 PostgreSQL: an advisory lock the statement takes), so concurrent writers, in threads
-or processes, append one after another. `verify_audit` checks the chain.
+or processes, append one after another. `verify_audit` checks the chain, and the row
+each release's signed evidence anchors (`audit_head` when it was signed).
 
 Deployment windows. A window applies to a query when its service is the query's or
 NULL (all) and its environment is the query's or NULL (all); it is active at `at`
@@ -32,6 +33,8 @@ are masked and the database URL's password never appears in errors.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -69,7 +72,7 @@ from sqlalchemy.pool import StaticPool
 
 from relman.cmdb import dora as dora_
 from relman.cmdb import pg
-from relman.cmdb.audit_chain import GENESIS, AuditVerification, ChainRow, check_chain, template
+from relman.cmdb.audit_chain import GENESIS, Anchor, AuditVerification, ChainRow, check_chain, template
 from relman.cmdb.errors import CmdbConflict, CmdbError, CmdbInvalid, CmdbNotFound, CmdbUnavailable
 from relman.cmdb.models import (
     ApprovalRow,
@@ -100,6 +103,7 @@ from relman.cmdb.records import (
     WindowSpec,
 )
 from relman.contracts import (
+    AuditAnchor,
     ChangeRecordInput,
     ChangeType,
     CloseChangeInput,
@@ -247,6 +251,22 @@ def _chain_row(r: Any) -> ChainRow:
         row_hash=r.row_hash,
         unreadable=unreadable,
     )
+
+
+def _evidence_anchor(release_id: str, envelope: Any) -> Anchor | None:
+    """The `audit_anchor` an evidence envelope's payload states, read without checking the
+    signature; None for evidence from before anchoring, or a payload that cannot be read
+    (relman never writes one: `relman verify` names it)."""
+    try:
+        payload = str(envelope["payload"]).replace("-", "+").replace("_", "/")
+        statement = json.loads(base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True))
+        stated = statement["predicate"].get("audit_anchor")
+        if stated is None:
+            return None
+        anchor = AuditAnchor.model_validate(stated)
+    except (TypeError, KeyError, AttributeError, ValueError, binascii.Error):  # ValidationError too
+        return None
+    return Anchor(release_id=release_id, id=anchor.id, row_hash=anchor.row_hash)
 
 
 class _Statements:
@@ -535,8 +555,27 @@ class CmdbStore:
                 for r in rows
             ]
 
+    def audit_head(self) -> AuditAnchor | None:
+        """The audit log's newest row (id and hash), None while no chained row exists: what
+        the evidence activity signs into a release's evidence as its `audit_anchor`."""
+        stmt = select(AUDIT.c.id, AUDIT.c.row_hash).order_by(AUDIT.c.id.desc()).limit(1)
+        with self._read() as conn:
+            head = conn.execute(stmt).first()
+        if head is None or head.row_hash is None:
+            return None
+        return AuditAnchor(id=head.id, row_hash=head.row_hash)
+
     def verify_audit(self) -> AuditVerification:
-        """Check the whole audit log's hash chain, oldest row first (one snapshot)."""
+        """Check the whole audit log's hash chain, oldest row first, and every stored
+        evidence's `audit_anchor`: the row it names must be in the log with the hash it
+        states, or the log is reported broken at that row.
+
+        The chain alone cannot show a rewrite whose author recomputed every later hash, nor
+        its newest rows removed; an anchor can, but it counts only because it sits in an
+        envelope signed with the worker's evidence key, which this check does not verify
+        (`relman verify` does): whoever can rewrite the log can also edit the evidence rows,
+        so an anchor found here is trusted as far as that envelope's signature verifies.
+        """
         # Time (SQLite) and detail as stored, decoded by _chain_row: a row mangled past
         # decoding (SQLite keeps any value in any column) is then reported, not a crash.
         at = AUDIT.c.at if self.dialect == "postgresql" else type_coerce(AUDIT.c.at, String)
@@ -545,9 +584,14 @@ class CmdbStore:
             at.label("at"),
             cast(AUDIT.c.detail, Text).label("detail"),
         ).order_by(AUDIT.c.id)
+        evidence = select(EVIDENCE.c.release_id, EVIDENCE.c.envelope).order_by(EVIDENCE.c.id)
         with self._read() as conn:
+            # Evidence first: every row an envelope anchors was committed before the envelope,
+            # so the audit rows read afterwards hold it even without one snapshot for both.
+            found = conn.execution_options(yield_per=100).execute(evidence)
+            anchors = [a for r in found if (a := _evidence_anchor(r.release_id, r.envelope))]
             rows = conn.execution_options(yield_per=1000).execute(stmt)
-            return check_chain(_chain_row(r) for r in rows)
+            return check_chain((_chain_row(r) for r in rows), anchors)
 
     # --- change records (the activities' writes) ------------------------------
 

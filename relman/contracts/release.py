@@ -432,6 +432,14 @@ class EvidenceRecord(Model):
     key_id: str
 
 
+class AuditAnchor(Model):
+    """The CMDB audit log's newest row when a release's evidence was signed: the signed
+    envelope pins the chain up to it, which a rewrite of the log cannot recompute."""
+
+    id: int = Field(ge=1)
+    row_hash: Sha256
+
+
 # --- operator messages -----------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from relman.contracts import (
     ActionRecord,
     AmendmentRecord,
     Approval,
+    AuditAnchor,
     ChangeType,
     CloseCode,
     Decision,
@@ -161,6 +162,10 @@ class ReleaseEvidence(Model):
     issues: list[str] = Field(default_factory=list)
     compensations: list[str] = Field(default_factory=list)
     history: list[PhaseTransition] = Field(default_factory=list)
+    audit_anchor: AuditAnchor | None = None
+    """The CMDB audit log's newest row when the worker signed this (absent in evidence from
+    before anchoring): `relman cmdb verify-audit` checks the log still holds it, so a log
+    rewritten or cut short up to it shows, because this envelope is signed."""
 
 
 def _subject(status: ReleaseStatus) -> list[dict[str, Any]]:
@@ -171,8 +176,11 @@ def _subject(status: ReleaseStatus) -> list[dict[str, Any]]:
     return [{"name": f"request:{status.release_id}", "digest": {"sha256": status.request.content_hash()}}]
 
 
-def build_statement(status: ReleaseStatus, close_code: CloseCode) -> dict[str, Any]:
-    """The in-toto Statement v1 of a closing release: its artifacts, and what led to them."""
+def build_statement(
+    status: ReleaseStatus, close_code: CloseCode, audit_anchor: AuditAnchor | None = None
+) -> dict[str, Any]:
+    """The in-toto Statement v1 of a closing release: its artifacts, and what led to them;
+    with `audit_anchor`, the audit log's newest row as the worker read it before signing."""
     gate_order = list(Gate)
     predicate = ReleaseEvidence(
         release_id=status.release_id,
@@ -198,12 +206,16 @@ def build_statement(status: ReleaseStatus, close_code: CloseCode) -> dict[str, A
         issues=status.issues,
         compensations=status.compensations,
         history=status.history,
+        audit_anchor=audit_anchor,
     )
+    body = predicate.model_dump(mode="json")
+    if audit_anchor is None:
+        del body["audit_anchor"]  # evidence without an anchor reads as it did before anchoring
     return {
         "_type": STATEMENT_TYPE,
         "subject": _subject(status),
         "predicateType": PREDICATE_TYPE,
-        "predicate": predicate.model_dump(mode="json"),
+        "predicate": body,
     }
 
 

@@ -61,7 +61,7 @@ def test_intact_chain() -> None:
 
 def test_empty_log_is_intact() -> None:
     assert check_chain([]).model_dump() == dict(
-        ok=True, rows=0, legacy_rows=0, first_broken_id=None, reason="", head_hash=None
+        ok=True, rows=0, legacy_rows=0, first_broken_id=None, reason="", head_hash=None, anchors=0
     )
 
 
@@ -377,7 +377,10 @@ def test_cli_verify_audit(tmp_path: Path, clock: Clock) -> None:
     try:
         write_records(store, clock)
         done = verify_cli(url)
-        assert (done.returncode, done.stdout.strip()) == (0, "audit log intact: 7 rows"), done.stderr
+        assert (done.returncode, done.stdout.strip()) == (
+            0,
+            "audit log intact: 7 rows, 0 evidence anchors",
+        ), done.stderr
         victim = audit_ids(store)[4]
         tamper(store, detail_edit("sqlite", victim))
     finally:

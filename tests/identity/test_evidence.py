@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from relman.contracts import CloseCode, Decision, Gate, Role
+from relman.contracts import AuditAnchor, CloseCode, Decision, Gate, Role
 from relman.identity.evidence import (
     PAYLOAD_TYPE,
     b64decode,
@@ -156,6 +156,23 @@ def test_good_evidence_verifies(cast: Cast, envelope: dict[str, Any]) -> None:
         (Gate.MARGINAL, 1, 1),
     ]
     assert report.gates[1].approvers == ["alice", "bob"]
+
+
+def test_evidence_with_an_audit_anchor_verifies(cast: Cast, envelope: dict[str, Any]) -> None:
+    """The anchor is optional: evidence from before anchoring has no such field and verifies."""
+    assert "audit_anchor" not in payload(envelope)["predicate"]
+    anchor = AuditAnchor(id=42, row_hash="ab" * 32)
+    anchored = sign_envelope(build_statement(closed_release(cast), CloseCode.SUCCESSFUL, anchor), cast.worker)
+    assert payload(anchored)["predicate"]["audit_anchor"] == {"id": 42, "row_hash": "ab" * 32}
+    assert check(cast, anchored) == []
+    # Moving the anchor (to hide a rewritten log) breaks the envelope's signature.
+    statement = payload(anchored)
+    statement["predicate"]["audit_anchor"]["id"] = 41
+    moved = {**anchored, "payload": base64.b64encode(json.dumps(statement).encode()).decode()}
+    assert any("signature does not verify" in f for f in check(cast, moved))
+    statement["predicate"]["audit_anchor"] = {"id": 0, "row_hash": "not a hash"}
+    findings = check(cast, resigned(statement, cast))
+    assert len(findings) == 1 and "predicate is not relman release evidence (audit_anchor." in findings[0]
 
 
 def test_stage_subject_is_the_workflows_stage_hash() -> None:
