@@ -272,9 +272,6 @@ async def test_forged_signatures_are_refused(ts_env: WorkflowEnvironment) -> Non
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION_WORKER = """
 import asyncio, os, sys, uuid
-from datetime import UTC
-
-from google.protobuf.empty_pb2 import Empty
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
@@ -289,27 +286,23 @@ from tests.workflows.test_governance import flipped
 
 async def main(target: str) -> None:
     client = await Client.connect(target, data_converter=pydantic_data_converter)
-
-    async def now():
-        return (await client.test_service.get_current_time(Empty())).time.ToDatetime().replace(tzinfo=UTC)
-
     queue, release_id = f"tq-{uuid.uuid4()}", f"release-test-{uuid.uuid4()}"
     fake = FakeActivities()
     async with Worker(client, task_queue=queue, workflows=[ReleaseWorkflow], activities=fake.all(),
                       workflow_runner=workflow_runner()):
         print("release", release_id, flush=True)
-        request = people.signed(make_request(), release_id, at=await now())
+        request = people.signed(make_request(), release_id)
         handle = await client.start_workflow(ReleaseWorkflow.run, request, id=release_id, task_queue=queue)
         while Gate.REQUEST not in (current := await handle.query(ReleaseWorkflow.status)).gates:
             await asyncio.sleep(0.05)
         ballot = Vote(gate=Gate.REQUEST, approver="alice", decision=Decision.APPROVE,
                       approved_hash=current.gates[Gate.REQUEST].subject_hash)
-        forged = flipped(people.signed(ballot, release_id, at=await now()))
+        forged = flipped(people.signed(ballot, release_id))
         try:
             await handle.execute_update(ReleaseWorkflow.decide, forged)
         except WorkflowUpdateFailedError as err:
             print("refused:", err.cause, flush=True)
-        await handle.execute_update(ReleaseWorkflow.decide, people.signed(ballot, release_id, at=await now()))
+        await handle.execute_update(ReleaseWorkflow.decide, people.signed(ballot, release_id))
         current = await handle.query(ReleaseWorkflow.status)
         print("counted:", len(current.gates[Gate.REQUEST].votes), flush=True)
     os._exit(0)
@@ -327,9 +320,13 @@ asyncio.run(main(sys.argv[1]))
     ),
     strict=True,
 )
-async def test_a_forged_vote_does_not_crash_the_production_worker(ts_env: WorkflowEnvironment) -> None:
-    """The production sandbox (relman passed through), in a child process: a crash stays there."""
-    target = ts_env.client.service_client.config.target_host
+async def test_a_forged_vote_does_not_crash_the_production_worker(dev_env: WorkflowEnvironment) -> None:
+    """The production sandbox (relman passed through), in a child process: a crash stays there.
+
+    On the dev server, not the time-skipping one: a workflow task abandoned by a crashed worker
+    keeps the time-skipping server from ever skipping time again, stalling every later test.
+    """
+    target = dev_env.client.service_client.config.target_host
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -345,7 +342,7 @@ async def test_a_forged_vote_does_not_crash_the_production_worker(ts_env: Workfl
     for line in lines:
         if line.startswith("release "):
             with contextlib.suppress(RPCError):
-                await ts_env.client.get_workflow_handle(line.split()[1]).terminate("test over")
+                await dev_env.client.get_workflow_handle(line.split()[1]).terminate("test over")
     panic = [line for line in err.decode().splitlines() if "panicked" in line or "failed to import" in line]
     assert child.returncode == 0, f"worker died with {child.returncode}: {panic[:2]}"
     assert any(line.startswith("refused: the signature by alice does not match") for line in lines), lines
