@@ -799,6 +799,29 @@ async def test_an_override_lets_exactly_one_step_through_and_is_recorded(ts_env:
     assert fake.evidence[-1].status.window_waits[0].override == first.override
 
 
+async def test_an_override_at_go_live_lets_the_go_live_through(ts_env: WorkflowEnvironment) -> None:
+    fake = FakeActivities(closed_window_checks={4})  # checks 0-3 are the four stages
+    async with worker(ts_env, fake) as w:
+        handle = await start(ts_env, w, make_request(ChangeType.STANDARD))
+        current = await waiting_on_window(ts_env, handle)
+        assert current.phase is Phase.DEPLOYING
+        stage = await people.sign(override("carol", step="quarter"), handle.id)
+        assert await validator_refused(handle, ReleaseWorkflow.operate, stage, fake) == (
+            f"the release waits on window {BLACKOUT!r} before step {GO_LIVE}, "
+            f"not on {BLACKOUT!r} before quarter"
+        )
+        await handle.signal(
+            ReleaseWorkflow.override_window, await people.sign(override("carol", step=GO_LIVE), handle.id)
+        )
+        final = ReleaseStatus.model_validate(await handle.result())
+    assert final.outcome is Outcome.COMPLETED
+    assert [(w.step, w.override is not None) for w in final.window_waits] == [(GO_LIVE, True)]
+    # Deployed inside the blackout, and the record says so.
+    assert final.deploys[-1].at < final.window_waits[0].since + timedelta(days=2)
+    assert final.reason == f"window {BLACKOUT!r} passed before {GO_LIVE} by carol: fix for the outage"
+    assert [(e.action, e.detail["step"]) for e in fake.events] == [("window.overridden", GO_LIVE)]
+
+
 # --- plan amendments -------------------------------------------------------------------------
 
 
