@@ -35,8 +35,13 @@ def workflow_runner(*, strict: bool = False, also: tuple[str, ...] = ()) -> Sand
     release cost a third of a waiting release's memory and ~20 ms of CPU (bench/RESULTS.md).
     Tests run `strict`, re-importing relman inside the sandbox, so a non-deterministic call in
     workflow code (`datetime.now()`, `random`) still fails them.
+
+    `cryptography` is always passed through: its Rust core imports its exception classes when
+    a signature fails to verify, and through the sandbox's importer that import aborts the
+    whole process, so one forged vote would kill every worker that handles or replays it.
     """
-    modules = ("pydantic", *also) if strict else ("pydantic", "relman", *also)
+    base = ("pydantic", "cryptography")
+    modules = (*base, *also) if strict else (*base, "relman", *also)
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules)
     )

@@ -114,7 +114,7 @@ def action_refusal(
     """Why an operator action is refused: its proof, the role it needs, and for an override
     its scope (the window and step the release waits on now) and separation of duties."""
     if action.action is not verb:
-        return f"the {verb} message carries a {action.action} action"
+        return f"the {verb} message carries the action {action.action}"
     if problem := ctx.proof_problem(action, action.by):
         return problem
     role = OPERATOR_ROLE[verb]

@@ -723,7 +723,7 @@ class ReleaseWorkflow:
     # --- messages: every one checked for who sent it --------------------------------------
 
     def _ctx(self) -> policy.Context:
-        """What a message is checked against now."""
+        """What a message is checked against now (updates refuse before the catalog is read)."""
         request = self._s.request
         return policy.Context(
             release_id=self._s.release_id,
@@ -733,6 +733,11 @@ class ReleaseWorkflow:
             now=workflow.now(),
             seen_nonces=frozenset(self._run.nonces),
         )
+
+    def _not_ready(self) -> str | None:
+        if self._profile is None and self._s.outcome is None:
+            return "the release has not read its catalog yet; send it again in a moment"
+        return None
 
     def _refuse(self, actor: str, action: str, reason: str) -> None:
         """A refused message counts for nothing; the status keeps the latest ones."""
@@ -746,14 +751,21 @@ class ReleaseWorkflow:
         if proof is not None:
             self._run.nonces.add(proof.nonce)
 
+    async def _catalog_read(self) -> None:
+        """Signals wait for the catalog's trust: one sent with the start (or in the first
+        workflow task) would otherwise be judged against nobody's keys and lost."""
+        await workflow.wait_condition(lambda: self._profile is not None or self._s.outcome is not None)
+
     @workflow.signal(name=Message.APPROVE.value)
-    def approve(self, vote: Vote) -> None:
+    async def approve(self, vote: Vote) -> None:
         """Fire-and-forget approval; a refused vote is kept in the status's refusals."""
+        await self._catalog_read()
         self._take_vote(vote, Decision.APPROVE)
 
     @workflow.signal(name=Message.REJECT.value)
-    def reject(self, vote: Vote) -> None:
+    async def reject(self, vote: Vote) -> None:
         """Fire-and-forget rejection (any rejection vetoes the gate)."""
+        await self._catalog_read()
         self._take_vote(vote, Decision.REJECT)
 
     @workflow.update(name=Message.DECIDE.value)
@@ -765,7 +777,7 @@ class ReleaseWorkflow:
 
     @decide.validator
     def _validate_decide(self, vote: Vote) -> None:
-        if reason := policy.refusal(self._s.gates.get(vote.gate), vote, self._ctx()):
+        if reason := self._not_ready() or policy.refusal(self._s.gates.get(vote.gate), vote, self._ctx()):
             raise ApplicationError(reason, type=ErrorType.REFUSED, non_retryable=True)
 
     def _take_vote(self, vote: Vote, expected: Decision | None = None) -> str | None:
@@ -784,8 +796,9 @@ class ReleaseWorkflow:
         return None
 
     @workflow.signal(name=Message.AMEND_PLAN.value)
-    def amend_plan(self, amendment: PlanAmendment) -> None:
+    async def amend_plan(self, amendment: PlanAmendment) -> None:
         """A new plan while the plan gate is open: earlier plan approvals no longer count."""
+        await self._catalog_read()
         self._amend(amendment)
 
     @workflow.update(name=Message.AMEND.value)
@@ -801,9 +814,9 @@ class ReleaseWorkflow:
             raise ApplicationError(reason, type=ErrorType.REFUSED, non_retryable=True)
 
     def _amendment_refusal(self, amendment: PlanAmendment) -> str | None:
-        floor = self._profile.acceptance if self._profile else None
-        if floor is None:
-            return "there is no plan to amend yet"
+        if self._profile is None:
+            return self._not_ready()
+        floor = self._profile.acceptance
         return policy.amendment_refusal(
             amendment, self._s.gates.get(Gate.PLAN), self._s.plan, floor, self._ctx()
         )
@@ -849,26 +862,31 @@ class ReleaseWorkflow:
         return None
 
     @workflow.signal(name=Message.PAUSE.value)
-    def pause(self, action: OperatorAction) -> None:
+    async def pause(self, action: OperatorAction) -> None:
+        await self._catalog_read()
         self._act(action, OperatorVerb.PAUSE)
 
     @workflow.signal(name=Message.RESUME.value)
-    def resume(self, action: OperatorAction) -> None:
+    async def resume(self, action: OperatorAction) -> None:
+        await self._catalog_read()
         self._act(action, OperatorVerb.RESUME)
 
     @workflow.signal(name=Message.ABORT.value)
-    def abort(self, action: OperatorAction) -> None:
+    async def abort(self, action: OperatorAction) -> None:
         """Stop the release: compensations run, outcome `aborted`."""
+        await self._catalog_read()
         self._act(action, OperatorVerb.ABORT)
 
     @workflow.signal(name=Message.PROMOTE.value)
-    def promote(self, action: OperatorAction) -> None:
+    async def promote(self, action: OperatorAction) -> None:
         """Skip the rest of the current bake (or review period)."""
+        await self._catalog_read()
         self._act(action, OperatorVerb.PROMOTE)
 
     @workflow.signal(name=Message.OVERRIDE_WINDOW.value)
-    def override_window(self, action: OperatorAction) -> None:
+    async def override_window(self, action: OperatorAction) -> None:
         """Let the waiting step through the closed window that holds it; recorded."""
+        await self._catalog_read()
         self._act(action, OperatorVerb.OVERRIDE_WINDOW)
 
     @workflow.update(name=Message.OPERATE.value)
@@ -884,6 +902,8 @@ class ReleaseWorkflow:
             raise ApplicationError(reason, type=ErrorType.REFUSED, non_retryable=True)
 
     def _action_refusal(self, action: OperatorAction, verb: OperatorVerb) -> str | None:
+        if reason := self._not_ready():
+            return reason
         if self._s.outcome is not None:
             return f"the release has ended ({self._s.outcome})"
         if verb is OperatorVerb.ABORT and self._run.abort is not None:
@@ -918,7 +938,8 @@ class ReleaseWorkflow:
         return None
 
     @workflow.signal(name=Message.FEEDBACK.value)
-    def feedback(self, feedback: Feedback) -> None:
+    async def feedback(self, feedback: Feedback) -> None:
+        await self._catalog_read()
         if reason := policy.feedback_refusal(feedback, self._ctx()):
             self._refuse(feedback.by, "feedback", reason)
             return

@@ -449,7 +449,7 @@ def test_operator_actions_need_an_operator(verb: OperatorVerb) -> None:
     other = OperatorVerb.RESUME if verb is OperatorVerb.PAUSE else OperatorVerb.PAUSE
     assert (
         policy.action_refusal(action(other, "oli"), verb, CTX)
-        == f"the {verb} message carries a {other} action"
+        == f"the {verb} message carries the action {other}"
     )
 
 
