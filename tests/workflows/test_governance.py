@@ -63,7 +63,7 @@ from tests import people
 from tests.helpers import assert_eventually
 from tests.people import PEOPLE
 from tests.workflows.fakes import STAGES, FakeActivities, make_request, profile_for
-from tests.workflows.test_release import act, at_gate, delegated, refused, status, until, vote
+from tests.workflows.test_release import act, at_gate, delegated, record_history, refused, status, until, vote
 from tests.workflows.test_release import start as start_release
 
 BLACKOUT = "test-blackout"
@@ -646,6 +646,7 @@ async def test_a_delegated_vote_records_both_names_and_both_keys(ts_env: Workflo
         await until(ts_env, handle, at_gate(Gate.PLAN))
         await handle.signal(ReleaseWorkflow.abort, await act(handle, OperatorVerb.ABORT, "oli", "test over"))
         final = ReleaseStatus.model_validate(await handle.result())
+        record_history("normal_delegated_vote_aborted", await handle.fetch_history())
     delegated_votes = [a.vote for a in fake.closes[-1].approvals if a.vote.on_behalf_of]
     assert [(v.approver, v.on_behalf_of) for v in delegated_votes] == [("zoe", "alice")]
     assert final.outcome is Outcome.ABORTED
@@ -778,6 +779,7 @@ async def test_an_override_lets_exactly_one_step_through_and_is_recorded(ts_env:
             current.history
         )
         final = ReleaseStatus.model_validate(await handle.result())
+        record_history("standard_window_overridden", await handle.fetch_history())
     assert final.outcome is Outcome.COMPLETED
     note = f"window {BLACKOUT!r} passed before allow-list by carol: fix for the outage"
     assert final.reason == note

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections import Counter
@@ -12,7 +13,12 @@ from pathlib import Path
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowHistory,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -141,11 +147,16 @@ def at_gate(gate: Gate) -> Callable[[ReleaseStatus], bool]:
     return lambda s: gate in s.gates and s.gates[gate].state is GateState.OPEN
 
 
-def record_history(name: str, history_json: str) -> None:
-    """Keep a history for the replay test when RELMAN_RECORD_HISTORIES is set."""
+def record_history(name: str, history: WorkflowHistory) -> None:
+    """Keep a history for the replay test when RELMAN_RECORD_HISTORIES is set.
+
+    The workflow id is kept with it: it is the release id every signed message is bound to,
+    so a replay under another id would refuse them all.
+    """
     if os.environ.get("RELMAN_RECORD_HISTORIES"):
         HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / f"{name}.json").write_text(history_json)
+        data = {"workflowId": history.workflow_id, **json.loads(history.to_json())}
+        (HISTORIES / f"{name}.json").write_text(json.dumps(data, indent=1))
 
 
 async def refused(handle: WorkflowHandle, gate: Gate, who: str, **kwargs: object) -> str:
@@ -184,7 +195,7 @@ async def test_normal_release_completes_through_every_phase(ts_env: WorkflowEnvi
     kinds = Counter(EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in history.events)
     print(f"normal release: {events} history events: {kinds.most_common()}")
     assert events < 200, kinds.most_common()
-    record_history("normal_completed", history.to_json())
+    record_history("normal_completed", history)
 
 
 async def test_standard_release_skips_cab_and_plan_gates(ts_env: WorkflowEnvironment) -> None:
@@ -199,7 +210,7 @@ async def test_standard_release_skips_cab_and_plan_gates(ts_env: WorkflowEnviron
         p for p in FULL_PATH if p not in (Phase.AWAITING_CAB, Phase.AWAITING_PLAN_APPROVAL)
     ]
     assert final.gates[Gate.REQUEST].state is GateState.SKIPPED
-    record_history("standard_completed", history.to_json())
+    record_history("standard_completed", history)
 
 
 async def test_emergency_release_needs_ecab_now_and_cab_retro_approval(ts_env: WorkflowEnvironment) -> None:
@@ -220,7 +231,7 @@ async def test_emergency_release_needs_ecab_now_and_cab_retro_approval(ts_env: W
     assert final.outcome is Outcome.COMPLETED
     assert final.gates[Gate.RETRO].state is GateState.APPROVED
     assert [t.phase for t in final.history] == FULL_PATH
-    record_history("emergency_retro_completed", history.to_json())
+    record_history("emergency_retro_completed", history)
 
 
 async def test_emergency_without_retro_approval_completes_with_issues(ts_env: WorkflowEnvironment) -> None:
@@ -254,7 +265,7 @@ async def test_cab_rejection_ends_release_rejected(ts_env: WorkflowEnvironment) 
     assert "no rollback tested" in final.reason
     assert fake.closes[-1].close_code is CloseCode.REJECTED
     assert not fake.steps(fake.build_package.__temporal_activity_definition.name)  # type: ignore[attr-defined]
-    record_history("normal_rejected", history.to_json())
+    record_history("normal_rejected", history)
 
 
 async def test_unanswered_gate_expires(ts_env: WorkflowEnvironment) -> None:
@@ -332,7 +343,7 @@ async def test_refused_votes_name_the_reason_and_leave_no_history(ts_env: Workfl
     plan_votes = [a for a in fake.closes[-1].approvals if a.vote.gate is Gate.PLAN]
     assert {a.vote.approver for a in plan_votes} == {"carol", "dave"}
     assert all(a.vote.approved_hash == final.plan_hash for a in plan_votes)
-    record_history("normal_amended_plan", history.to_json())
+    record_history("normal_amended_plan", history)
 
 
 # --- failures, compensation, abort -----------------------------------------------------
@@ -369,7 +380,7 @@ async def test_failure_runs_compensations_in_reverse_exactly_once(
     assert fake.closes[-1].close_code is CloseCode.ROLLED_BACK
     assert fake.closes[-1].deployed_version is None
     if fail_step == "deploy-production":
-        record_history("standard_rolled_back", history.to_json())
+        record_history("standard_rolled_back", history)
 
 
 async def test_operator_abort_during_dark_launch_compensates(ts_env: WorkflowEnvironment) -> None:
@@ -386,7 +397,7 @@ async def test_operator_abort_during_dark_launch_compensates(ts_env: WorkflowEnv
     assert "oli" in final.reason and "pager storm" in final.reason
     assert final.compensations == [EXPOSURE_OFF, ROLLBACK_STAGING]
     assert fake.closes[-1].close_code is CloseCode.ABORTED
-    record_history("standard_aborted", history.to_json())
+    record_history("standard_aborted", history)
 
 
 async def test_workflow_cancellation_compensates_and_records(ts_env: WorkflowEnvironment) -> None:

@@ -115,7 +115,7 @@ class Greeter:
 
     async def finish(self, handle: WorkflowHandle, name: str) -> ReleaseStatus:
         final = ReleaseStatus.model_validate(await handle.result())
-        record_history(f"real_{name}", (await handle.fetch_history()).to_json())
+        record_history(f"real_{name}", await handle.fetch_history())
         return final
 
     async def release(self, name: str) -> ReleaseStatus:
