@@ -93,7 +93,9 @@ def verify_cmd(
     from relman.config import load_settings
 
     try:
-        trust = read_trust(catalog if catalog is not None else load_settings().require_catalog())
+        settings = load_settings()
+        # Key files resolve against the data dir the worker uses, as for every other command.
+        trust = read_trust(catalog or settings.require_catalog(), data_dir=settings.data_dir)
     except (CatalogError, RelmanError) as exc:
         _fail(str(exc))
     try:
