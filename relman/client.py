@@ -126,27 +126,34 @@ def build(model: type[M], **fields: Any) -> M:
         raise RelmanError(one_line(exc)) from None
 
 
-def load_manifest(path: Path) -> ReleaseRequest:
-    """A ReleaseRequest from a YAML manifest (its fields at the top level or under `request:`)."""
+def _read_yaml_mapping(path: Path, what: str, section: str, fields: str) -> dict[str, Any]:
+    """A YAML file's mapping (at the top level or under `section:`), or a one-line RelmanError
+    naming the file: not found, unreadable, bad YAML (with the line), not a mapping."""
     import yaml
 
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
-        raise RelmanError(f"manifest {path} not found") from None
+        raise RelmanError(f"{what} {path} not found") from None
     except OSError as exc:
-        raise RelmanError(f"manifest {path} cannot be read: {exc.strerror}") from None
+        raise RelmanError(f"{what} {path} cannot be read: {exc.strerror}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "syntax error"
-        raise RelmanError(f"manifest {path} is not valid YAML{where}: {problem}") from None
-    if isinstance(data, dict) and isinstance(data.get("request"), dict):
-        data = data["request"]
+        raise RelmanError(f"{what} {path} is not valid YAML{where}: {problem}") from None
+    if isinstance(data, dict) and isinstance(data.get(section), dict):
+        data = data[section]
     if not isinstance(data, dict):
-        raise RelmanError(f"manifest {path} must be a mapping of release fields (service, version, ...)")
+        raise RelmanError(f"{what} {path} must be a mapping of {fields}")
+    return data
+
+
+def load_manifest(path: Path) -> ReleaseRequest:
+    """A ReleaseRequest from a YAML manifest (its fields at the top level or under `request:`)."""
+    data = _read_yaml_mapping(path, "manifest", "request", "release fields (service, version, ...)")
     try:
         return ReleaseRequest.model_validate(data)
     except ValidationError as exc:
@@ -160,25 +167,7 @@ def load_plan(path: Path, current: ReleasePlan) -> ReleasePlan:
     it gives (`acceptance`, `target_window`) changes only the keys it names; lists (`stages`,
     `components`) are replaced whole. `revision` is ignored: an amendment is always the next one.
     """
-    import yaml
-
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise RelmanError(f"plan {path} not found") from None
-    except OSError as exc:
-        raise RelmanError(f"plan {path} cannot be read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise RelmanError(f"plan {path} is not valid YAML{where}: {problem}") from None
-    if isinstance(data, dict) and isinstance(data.get("plan"), dict):
-        data = data["plan"]
-    if not isinstance(data, dict):
-        raise RelmanError(f"plan {path} must be a mapping of plan fields (stages, acceptance, ...)")
+    data = _read_yaml_mapping(path, "plan", "plan", "plan fields (stages, acceptance, ...)")
     merged = current.model_dump(mode="json")
     for key, value in data.items():
         base = merged.get(key)
