@@ -33,6 +33,17 @@ T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 
+async def store_call(fn: Callable[[], T]) -> T:
+    """Run a (synchronous) store call in a thread; what the CMDB refuses is non-retryable."""
+    try:
+        return await asyncio.to_thread(fn)
+    except CmdbInvalid as e:
+        raise ApplicationError(str(e), type=e.type, non_retryable=True) from e
+    except CmdbError as e:
+        # Unavailable, busy, lost optimistic lock: a later attempt can succeed.
+        raise ApplicationError(str(e), type=e.type, non_retryable=False) from e
+
+
 class CmdbActivities:
     """Activities over one `CmdbStore`; the worker registers the bound methods."""
 
@@ -52,13 +63,7 @@ class CmdbActivities:
         ]
 
     async def _call(self, fn: Callable[[], T]) -> T:
-        try:
-            return await asyncio.to_thread(fn)
-        except CmdbInvalid as e:
-            raise ApplicationError(str(e), type=e.type, non_retryable=True) from e
-        except CmdbError as e:
-            # Unavailable, busy, lost optimistic lock: a later attempt can succeed.
-            raise ApplicationError(str(e), type=e.type, non_retryable=False) from e
+        return await store_call(fn)
 
     @activity.defn(name=Activity.OPEN_CHANGE)
     async def open_change(self, inp: ChangeRecordInput) -> None:

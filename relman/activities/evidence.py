@@ -11,15 +11,13 @@ which `relman cmdb verify-audit` checks (see `CmdbStore.verify_audit`).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import structlog
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from relman.cmdb.errors import CmdbError, CmdbInvalid
+from relman.activities.cmdb import store_call
 from relman.cmdb.store import CmdbStore
 from relman.contracts import Activity, EvidenceInput, EvidenceRecord
 from relman.identity.evidence import build_statement, envelope_digest, sign_envelope
@@ -39,22 +37,14 @@ class EvidenceActivities:
     def all(self) -> list[Callable[..., Any]]:
         return [self.write_evidence]
 
-    async def _call(self, fn: Callable[[], T]) -> T:
-        try:
-            return await asyncio.to_thread(fn)
-        except CmdbInvalid as e:
-            raise ApplicationError(str(e), type=e.type, non_retryable=True) from e
-        except CmdbError as e:
-            raise ApplicationError(str(e), type=e.type, non_retryable=False) from e
-
     @activity.defn(name=Activity.WRITE_EVIDENCE)
     async def write_evidence(self, inp: EvidenceInput) -> EvidenceRecord:
         """Sign the release's evidence, anchored to the audit log's newest row, with the
         worker's key and store it in the CMDB."""
-        anchor = await self._call(self.store.audit_head)
+        anchor = await store_call(self.store.audit_head)
         envelope = sign_envelope(build_statement(inp.status, inp.close_code, anchor), self.signer)
         record = EvidenceRecord(envelope_sha256=envelope_digest(envelope), key_id=self.signer.key_id)
-        stored = await self._call(
+        stored = await store_call(
             lambda: self.store.put_evidence(inp.idempotency_key, inp.release_id, envelope, record)
         )
         log.info(

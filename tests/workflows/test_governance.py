@@ -57,10 +57,9 @@ from relman.contracts import (
     Vote,
 )
 from relman.identity.signing import seal
-from relman.worker import workflow_runner
 from relman.workflows.release import MAX_REFUSALS, ReleaseWorkflow
 from tests import people
-from tests.helpers import assert_eventually
+from tests.helpers import assert_eventually, new_worker
 from tests.people import PEOPLE
 from tests.workflows.fakes import STAGES, FakeActivities, make_request, profile_for
 from tests.workflows.test_release import act, at_gate, delegated, record_history, refused, status, until, vote
@@ -92,14 +91,7 @@ async def start(env: WorkflowEnvironment, w: Worker, request: ReleaseRequest, **
 
 
 def worker(env: WorkflowEnvironment, fake: FakeActivities) -> Worker:
-    """A worker on a unique task queue with the tests' strict sandbox."""
-    return Worker(
-        env.client,
-        task_queue=f"tq-{uuid.uuid4()}",
-        workflows=[ReleaseWorkflow],
-        activities=fake.all(),
-        workflow_runner=workflow_runner(strict=True),
-    )
+    return new_worker(env.client, ReleaseWorkflow, activities=fake.all())
 
 
 async def ballot(
