@@ -38,6 +38,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from relman.contracts import (
     TASK_QUEUE,
     WORKFLOW_NAME,
+    ActionResult,
     Decision,
     Delegation,
     Feedback,
@@ -575,24 +576,24 @@ class ReleaseClient:
 
     # --- operator controls (validated updates) ---------------------------------
 
-    async def pause(self, release_id: str, by: str, reason: str) -> ReleaseStatus:
+    async def pause(self, release_id: str, by: str, reason: str) -> ActionResult:
         """Hold the release before its next step until `resume`."""
         return await self.operate(release_id, OperatorVerb.PAUSE, by, reason)
 
-    async def resume(self, release_id: str, by: str, reason: str) -> ReleaseStatus:
+    async def resume(self, release_id: str, by: str, reason: str) -> ActionResult:
         return await self.operate(release_id, OperatorVerb.RESUME, by, reason)
 
-    async def promote(self, release_id: str, by: str, reason: str) -> ReleaseStatus:
+    async def promote(self, release_id: str, by: str, reason: str) -> ActionResult:
         """Skip the rest of the current bake."""
         return await self.operate(release_id, OperatorVerb.PROMOTE, by, reason)
 
-    async def abort(self, release_id: str, by: str, reason: str) -> ReleaseStatus:
+    async def abort(self, release_id: str, by: str, reason: str) -> ActionResult:
         """Compensate everything done so far and end as `aborted`."""
         return await self.operate(release_id, OperatorVerb.ABORT, by, reason)
 
     async def override_window(
         self, release_id: str, by: str, reason: str, *, window: str | None = None, step: str | None = None
-    ) -> ReleaseStatus:
+    ) -> ActionResult:
         """Let the waiting step through the closed window that holds it (recorded with the reason).
 
         Without `window` and `step`, the ones the release waits on now are named (and signed).
@@ -616,11 +617,11 @@ class ReleaseClient:
         *,
         window: str | None = None,
         step: str | None = None,
-    ) -> ReleaseStatus:
+    ) -> ActionResult:
         """One signed operator action through the `operate` update; refusals raise with the reason."""
         action = build(OperatorAction, action=verb, by=by, reason=reason, window=window, step=step)
         action = self._sealed(action, release_id, by)
-        return await self._update(release_id, Message.OPERATE, action, ReleaseStatus)
+        return await self._update(release_id, Message.OPERATE, action, ActionResult)
 
     async def feedback(self, release_id: str, by: str, rating: int, comment: str = "") -> None:
         """Feedback during the review period (rating 1-5), signed by who gives it."""

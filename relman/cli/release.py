@@ -44,6 +44,7 @@ from relman.config import load_settings
 from relman.contracts import (
     GO_LIVE,
     AcceptanceCriteria,
+    ActionResult,
     AmendmentRecord,
     Approval,
     Comment,
@@ -675,8 +676,8 @@ def _operator_command(verb: OperatorVerb, doc: str) -> None:
     def command(release_id: ReleaseIdArg, user: UserOpt, reason: ReasonOpt) -> None:
         # Refuse a bad name or an empty reason before connecting anywhere.
         run(lambda: _validate(OperatorAction, action=verb, by=user, reason=reason))
-        st = with_client(lambda c: c.operate(release_id, verb, user, reason))
-        typer.echo(operator_answer(verb, release_id, user, st))
+        result = with_client(lambda c: c.operate(release_id, verb, user, reason))
+        typer.echo(operator_answer(verb, release_id, user, result))
 
     command.__doc__ = doc
     app.command(verb.value)(command)
@@ -712,33 +713,28 @@ def override_window(
             OperatorAction, action=verb, by=user, reason=reason, window=window or "-", step=step or GO_LIVE
         )
     )
-    st = with_client(lambda c: c.override_window(release_id, user, reason, window=window, step=step))
-    typer.echo(operator_answer(verb, release_id, user, st))
+    result = with_client(lambda c: c.override_window(release_id, user, reason, window=window, step=step))
+    typer.echo(operator_answer(verb, release_id, user, result))
 
 
-def operator_answer(verb: OperatorVerb, release_id: str, user: str, st: ReleaseStatus) -> str:
-    """One line saying what the accepted action does to the release, from its status after it."""
+def operator_answer(verb: OperatorVerb, release_id: str, user: str, result: ActionResult) -> str:
+    """One line saying what the accepted action does to the release."""
     rid, by = safe(release_id), safe(user)
     if verb is OperatorVerb.PAUSE:
         return f"pause: {rid} paused by {by}; it holds before its next step until `relman resume`"
     if verb is OperatorVerb.RESUME:
-        return f"resume: {rid} resumed by {by} (phase {st.phase.value})"
+        return f"resume: {rid} resumed by {by} (phase {result.phase.value})"
     if verb is OperatorVerb.ABORT:
         return f"abort: {rid} aborted by {by}; compensations run, then it ends as aborted"
     if verb is OperatorVerb.PROMOTE:
-        running = [s for s in st.stages if s.started_at and not s.ended_at]
-        if st.phase is Phase.REVIEWING:
+        if result.phase is Phase.REVIEWING:
             what = "the review period"
-        elif running:
-            what = f"the bake of stage {safe(running[-1].name)}"
+        elif result.baking:
+            what = f"the bake of stage {safe(result.baking)}"
         else:
-            what = f"the current wait (phase {st.phase.value})"
+            what = f"the current wait (phase {result.phase.value})"
         return f"promote: {what} of {rid} cut short by {by}"
-    done = next(
-        (r.action for r in reversed(st.actions) if r.action.action is verb and r.action.by == user), None
-    )
-    if done is None:
-        return f"override-window: sent to {rid} by {by}"
+    done = result.record.action
     step = "go-live" if done.step == GO_LIVE else f"stage {safe(done.step or '-')}"
     return f"override-window: {step} of {rid} let through {window_name(done.window)} by {by}"
 

@@ -544,6 +544,19 @@ class ActionRecord(Model):
     at: datetime
 
 
+class ActionResult(Model):
+    """The `operate` update's answer: the accepted action and where the release stands.
+
+    Small on purpose: an update's result is kept in the history with every action.
+    """
+
+    record: ActionRecord
+    phase: Phase
+    paused: bool = False
+    baking: str | None = None
+    """The stage whose bake runs now, if any (what a `promote` cuts short)."""
+
+
 class WindowWait(Model):
     """A step that met a closed window: how long it waited, or who let it through."""
 

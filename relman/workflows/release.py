@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         GO_LIVE,
         WORKFLOW_NAME,
         ActionRecord,
+        ActionResult,
         Activity,
         AmendmentRecord,
         BuildInput,
@@ -899,11 +900,14 @@ class ReleaseWorkflow:
         self._act(action, OperatorVerb.OVERRIDE_WINDOW)
 
     @workflow.update(name=Message.OPERATE.value)
-    def operate(self, action: OperatorAction) -> ReleaseStatus:
+    def operate(self, action: OperatorAction) -> ActionResult:
         """Any operator action with an immediate answer (the CLI's way); refusals leave no history."""
         if reason := self._act(action, action.action):
             raise ApplicationError(reason, type=ErrorType.REFUSED, non_retryable=True)
-        return self._s
+        baking = next((s.name for s in reversed(self._s.stages) if s.ended_at is None), None)
+        return ActionResult(
+            record=self._s.actions[-1], phase=self._s.phase, paused=self._s.paused, baking=baking
+        )
 
     @operate.validator
     def _validate_operate(self, action: OperatorAction) -> None:

@@ -21,6 +21,7 @@ from relman.contracts import (
     GO_LIVE,
     AcceptanceCriteria,
     ActionRecord,
+    ActionResult,
     AmendmentRecord,
     Approval,
     Component,
@@ -348,17 +349,22 @@ def test_operator_answers() -> None:
     action = OperatorAction(
         action=OperatorVerb.OVERRIDE_WINDOW, by="carol", reason="fix", window="q4-freeze", step=GO_LIVE
     )
-    st = status(actions=[ActionRecord(action=action, at=T0)])
+    overridden = ActionResult(record=ActionRecord(action=action, at=T0), phase=Phase.DEPLOYING)
     assert (
-        operator_answer(OperatorVerb.OVERRIDE_WINDOW, RID, "carol", st)
+        operator_answer(OperatorVerb.OVERRIDE_WINDOW, RID, "carol", overridden)
         == f"override-window: go-live of {RID} let through window 'q4-freeze' by carol"
     )
-    baking = status(phase=Phase.DARK_LAUNCH, stages=[StageStatus(name="canary", percent=1, started_at=T0)])
+    promote = OperatorAction(action=OperatorVerb.PROMOTE, by="olga", reason="looks fine")
+    baking = ActionResult(
+        record=ActionRecord(action=promote, at=T0), phase=Phase.DARK_LAUNCH, baking="canary"
+    )
     assert (
         operator_answer(OperatorVerb.PROMOTE, RID, "olga", baking)
         == f"promote: the bake of stage canary of {RID} cut short by olga"
     )
-    assert operator_answer(OperatorVerb.PAUSE, RID, "olga", st).startswith(f"pause: {RID} paused by olga")
+    pause = OperatorAction(action=OperatorVerb.PAUSE, by="olga", reason="looking")
+    paused = ActionResult(record=ActionRecord(action=pause, at=T0), phase=Phase.DARK_LAUNCH, paused=True)
+    assert operator_answer(OperatorVerb.PAUSE, RID, "olga", paused).startswith(f"pause: {RID} paused by olga")
 
 
 def test_follow_prints_awaiting_lists_and_new_refusals() -> None:
