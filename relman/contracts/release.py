@@ -192,6 +192,8 @@ class GateStatus(Model):
     subject_hash: str = ""
     deadline: datetime | None = None
     votes: list[Approval] = Field(default_factory=list)
+    voided: list[Approval] = Field(default_factory=list)
+    """Votes for an earlier subject (a plan since amended): kept for the record, never counted."""
     closed_at: datetime | None = None
 
     @property

@@ -379,6 +379,13 @@ class _Verifier:
             counted = members if approval.vote.decision is Decision.APPROVE else vetoes
             if member not in counted:
                 counted.append(member)
+        for approval in status.voided:
+            # Votes for a plan since amended count for nothing, but they are still someone's
+            # signed word: a forged one in the record is a finding too.
+            vote = approval.vote
+            self.proof(
+                vote, vote.approver, f"gate {status.gate}: {_who(vote)}'s voided {vote.decision.value}"
+            )
         if status.state is GateState.APPROVED and vetoes:
             self.findings.append(
                 f"gate {status.gate} is recorded approved although {', '.join(vetoes)} rejected it."

@@ -353,8 +353,16 @@ def expire(status: GateStatus, at: datetime) -> GateStatus:
 
 
 def void_votes(status: GateStatus, new_hash: str, deadline: datetime | None) -> GateStatus:
-    """A gate re-bound to a new subject (an amended plan): earlier votes no longer count."""
-    return status.model_copy(update={"subject_hash": new_hash, "votes": [], "deadline": deadline})
+    """A gate re-bound to a new subject (an amended plan): earlier votes no longer count, and
+    stay on record as voided."""
+    return status.model_copy(
+        update={
+            "subject_hash": new_hash,
+            "votes": [],
+            "voided": [*status.voided, *status.votes],
+            "deadline": deadline,
+        }
+    )
 
 
 def waiting_for(status: GateStatus) -> list[str]:

@@ -268,6 +268,21 @@ def test_quorum_short_by_one(cast: Cast) -> None:
     ]
 
 
+def test_voided_votes_are_kept_and_checked_but_not_counted(cast: Cast) -> None:
+    status = closed_release(cast)
+    plan = status.gates[Gate.PLAN]
+    old = cast.vote("carol", Gate.PLAN, "e" * 64, plan.closed_at or status.history[0].at)  # an older plan
+    status.gates[Gate.PLAN] = plan.model_copy(update={"voided": [old]})
+    good = sign_envelope(build_statement(status, CloseCode.SUCCESSFUL), cast.worker)
+    assert check(cast, good) == []
+    assert payload(good)["predicate"]["gates"][1]["voided"][0]["vote"]["approver"] == "carol"
+    forged = old.model_copy(update={"vote": old.vote.model_copy(update={"comment": "rewritten"})})
+    status.gates[Gate.PLAN] = plan.model_copy(update={"voided": [forged]})
+    bad = sign_envelope(build_statement(status, CloseCode.SUCCESSFUL), cast.worker)
+    (finding,) = check(cast, bad)
+    assert finding.startswith("gate plan: carol's voided approve: the signature by carol does not match")
+
+
 def test_an_approved_gate_with_a_veto(cast: Cast) -> None:
     status = closed_release(cast)
     gate = status.gates[Gate.REQUEST]

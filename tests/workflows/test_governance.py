@@ -870,6 +870,7 @@ async def test_plan_amendments_are_authorized_sound_and_visible(ts_env: Workflow
         assert record.amendment.by == "rex" and record.amendment.proof is not None
         assert current.history[-1].note == f"plan amended to revision 2 by rex: {'; '.join(changes)}"
         assert current.gates[Gate.PLAN].votes == []  # carol's approval was for the old plan
+        assert [a.vote.approver for a in current.gates[Gate.PLAN].voided] == ["carol"]  # kept, not counted
 
         async def recorded() -> None:
             assert [(e.action, e.actor) for e in fake.events] == [("plan.amended", "rex")]

@@ -179,6 +179,8 @@ def test_amending_the_plan_voids_plan_votes() -> None:
     gate = policy.record_vote(normal_gate(Gate.PLAN), vote("alice", gate=Gate.PLAN), NOW)
     amended = policy.void_votes(gate, "c" * 64, gate.deadline)
     assert amended.votes == [] and amended.subject_hash == "c" * 64
+    assert amended.voided == gate.votes  # on record, counted for nothing
+    assert policy.tally(amended) is GateState.OPEN
     assert "outdated" in (policy.refusal(amended, signed(vote("bob", gate=Gate.PLAN)), CTX) or "")
 
 
