@@ -458,7 +458,7 @@ class OperatorAction(Signed):
     action: OperatorVerb
     by: UserName
     reason: Reason
-    window: Annotated[str, StringConstraints(max_length=200)] | None = None
+    window: ShortText | None = None
     """Override only: the name of the closed window it passes."""
     step: Slug | None = None
     """Override only: the stage name, or `go-live`, it lets through."""
