@@ -244,9 +244,14 @@ def open_gate(
     profile: ServiceProfile,
     subject_hash: str,
     now: datetime,
+    requested_by: str = "",
 ) -> GateStatus:
-    """A new gate for `subject_hash`: open with a deadline, or skipped when no approval is needed."""
+    """A new gate for `subject_hash`: open with a deadline, or skipped when no approval is needed.
+
+    The requester is never eligible, so nobody lists them as awaited on their own release.
+    """
     required, eligible = gate_policy(gate, change_type, profile.trust)
+    eligible = [m for m in eligible if m != requested_by]
     if required == 0:
         return GateStatus(gate=gate, state=GateState.SKIPPED, subject_hash=subject_hash, closed_at=now)
     return GateStatus(

@@ -240,8 +240,9 @@ class ReleaseWorkflow:
         """Every gate opens here: fresh trust, a deadline, the people told, the UI current."""
 
         def opened() -> GateStatus:
+            request = self._s.request
             return policy.open_gate(
-                gate, self._s.request.change_type, self.profile, subject_hash, workflow.now()
+                gate, request.change_type, self.profile, subject_hash, workflow.now(), request.requested_by
             )
 
         status = opened()

@@ -130,6 +130,9 @@ def test_gate_policy_per_change_type() -> None:
     assert policy.gate_policy(Gate.MARGINAL, ChangeType.STANDARD, trust) == (1, sorted([*CAB, "erin"]))
     assert policy.open_gate(Gate.REQUEST, ChangeType.STANDARD, PROFILE, HASH, NOW).state is GateState.SKIPPED
     emergency = policy.open_gate(Gate.REQUEST, ChangeType.EMERGENCY, PROFILE, HASH, NOW)
+    # A requester who sits on the CAB is never awaited on their own release.
+    own = policy.open_gate(Gate.REQUEST, ChangeType.NORMAL, PROFILE, HASH, NOW, requested_by="alice")
+    assert "alice" not in own.eligible and "alice" not in policy.waiting_for(own)
     assert emergency.deadline == NOW + PROFILE.timeouts.ecab
 
 
