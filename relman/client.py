@@ -127,17 +127,28 @@ def build(model: type[M], **fields: Any) -> M:
         raise RelmanError(one_line(exc)) from None
 
 
+def _line_of(data: bytes, offset: int) -> int:
+    """The 1-based line of byte `offset` in `data`."""
+    return data.count(b"\n", 0, offset) + 1
+
+
 def _read_yaml_mapping(path: Path, what: str, section: str, fields: str) -> dict[str, Any]:
     """A YAML file's mapping (at the top level or under `section:`), or a one-line RelmanError
     naming the file: not found, unreadable, bad YAML (with the line), not a mapping."""
     import yaml
 
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RelmanError(f"{what} {path} not found") from None
     except OSError as exc:
         raise RelmanError(f"{what} {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = _line_of(Path(path).read_bytes(), exc.start)
+        raise RelmanError(
+            f"{what} {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}); "
+            "save it as UTF-8"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -53,6 +53,16 @@ def test_manifest_not_found() -> None:
     assert error_line(out) == "error: manifest /nonexistent/release.yaml not found"
 
 
+def test_a_manifest_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("service: greeter\nversion: 1.1.0\nrequested_by: pat\ntitle: café\n".encode("latin-1"))
+    code, out = invoke("start", str(latin1))
+    assert code == 1
+    assert error_line(out) == (
+        f"error: manifest {latin1} is not UTF-8 text (byte 0xe9 on line 4); save it as UTF-8"
+    )
+
+
 def test_malformed_yaml(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("service: greeter\nversion: [1.0\n")
