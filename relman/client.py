@@ -11,10 +11,13 @@ code everything the CLI does:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import os
+import sys
+import traceback
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio.client import (
@@ -80,6 +83,7 @@ __all__ = [
     "RelmanError",
     "load_manifest",
     "load_plan",
+    "run",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -109,6 +113,29 @@ class ReleaseSummary(Model):
     """Temporal's execution status: RUNNING, COMPLETED, FAILED, TERMINATED..."""
     started_at: datetime | None = None
     closed_at: datetime | None = None
+
+
+def run(main: Callable[[], Coroutine[Any, Any, Any]]) -> NoReturn:
+    """Run a script's `async def main()` and leave the way the `relman` command does.
+
+    A process that used a Temporal client can crash at interpreter exit
+    (temporalio/sdk-python#300), so this flushes and ends with `os._exit`: 0 when `main`
+    returns, 1 with a one-line `error: ...` for a RelmanError, 1 with the traceback otherwise.
+    """
+    code = 0
+    try:
+        asyncio.run(main())
+    except RelmanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def one_line(exc: ValidationError) -> str:
