@@ -429,9 +429,11 @@ def format_status(st: ReleaseStatus, steps: Sequence[RunningStep] = ()) -> str:
     if st.gates:
         lines.append("gates:")
         for gate, g in st.gates.items():
+            # A deadline matters only while the gate is open; a closed gate says when it closed.
+            when = f"deadline {ts(g.deadline)}" if g.state is GateState.OPEN else f"closed {ts(g.closed_at)}"
             lines.append(
                 f"  {gate.value:<9} {g.state.value:<9} {g.approvals}/{g.required} approvals"
-                f"  deadline {ts(g.deadline)}  eligible {','.join(safe(e) for e in g.eligible) or '-'}"
+                f"  {when}  eligible {','.join(safe(e) for e in g.eligible) or '-'}"
             )
             lines += [f"    {approval_text(a)}" for a in g.votes]
     if st.stages:

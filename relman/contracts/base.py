@@ -156,6 +156,8 @@ class GateState(StrEnum):
     REJECTED = "rejected"
     EXPIRED = "expired"
     SKIPPED = "skipped"
+    WITHDRAWN = "withdrawn"
+    """The release ended (rejected elsewhere, aborted, failed) before this gate decided."""
 
 
 class Phase(StrEnum):

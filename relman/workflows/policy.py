@@ -357,6 +357,13 @@ def expire(status: GateStatus, at: datetime) -> GateStatus:
     return status.model_copy(update={"state": GateState.EXPIRED, "closed_at": at})
 
 
+def withdraw(status: GateStatus, at: datetime) -> GateStatus:
+    """An open gate of a release that ended without its decision: nobody is awaited any more."""
+    if status.state is not GateState.OPEN:
+        return status
+    return status.model_copy(update={"state": GateState.WITHDRAWN, "closed_at": at})
+
+
 def void_votes(status: GateStatus, new_hash: str, deadline: datetime | None) -> GateStatus:
     """A gate re-bound to a new subject (an amended plan): earlier votes no longer count, and
     stay on record as voided."""

@@ -225,7 +225,9 @@ class ReleaseWorkflow:
         status = await self._open_gate(gate, phase, subject_hash)
         if status.state is GateState.SKIPPED:
             return
-        decided = await self._wait(lambda: self._s.gates[gate].state is not GateState.OPEN, status.deadline)
+        decided = await self._wait(
+            lambda: self._s.gates[gate].state is not GateState.OPEN, status.deadline, f"gate {gate} deadline"
+        )
         final = self._s.gates[gate]
         if not decided:
             self._s.gates[gate] = policy.expire(final, workflow.now())
@@ -319,7 +321,8 @@ class ReleaseWorkflow:
         self._details(f"stage {stage.name}: {stage.percent}% exposed, baking {stage.bake_seconds}s")
         await self._expose(f"expose-stage-{stage.name}", stage.percent, stage.allow_list)
         self._run.promote = False
-        await self._wait(lambda: self._run.promote, workflow.now() + timedelta(seconds=stage.bake_seconds))
+        bake_ends = workflow.now() + timedelta(seconds=stage.bake_seconds)
+        await self._wait(lambda: self._run.promote, bake_ends, f"bake of stage {stage.name}")
         status.verdict = await self._judge_stage(stage, status)
         status.ended_at = workflow.now()
 
@@ -337,9 +340,8 @@ class ReleaseWorkflow:
             if report.verdict is Verdict.MARGINAL:
                 break
             # No data yet: give the metrics one more bake interval before asking a human.
-            await self._wait(
-                lambda: self._run.promote, workflow.now() + timedelta(seconds=max(stage.bake_seconds, 30))
-            )
+            recheck = workflow.now() + timedelta(seconds=max(stage.bake_seconds, 30))
+            await self._wait(lambda: self._run.promote, recheck, f"stage {stage.name}: health data")
         await self._marginal_decision(stage, status, report)
         self._s.issues.append(f"stage {stage.name}: {report.verdict} health accepted by a human")
         return report.verdict
@@ -385,9 +387,11 @@ class ReleaseWorkflow:
         review_ends = workflow.now() + self.profile.review_period
         retro = await self._open_gate(Gate.RETRO, Phase.REVIEWING, self._s.request.content_hash())
         self._details(f"review until {details.when(review_ends)}; feedback welcome")
-        await self._wait(lambda: self._run.promote and self._retro_done(), review_ends, honour_pause=False)
+        await self._wait(
+            lambda: self._run.promote and self._retro_done(), review_ends, "review period", honour_pause=False
+        )
         if retro.state is GateState.OPEN:
-            await self._wait(self._retro_done, retro.deadline, honour_pause=False)
+            await self._wait(self._retro_done, retro.deadline, "gate retro deadline", honour_pause=False)
         findings: list[str] = []
         retro_final = self._s.gates[Gate.RETRO]
         if retro_final.state is GateState.OPEN:
@@ -416,6 +420,8 @@ class ReleaseWorkflow:
         ]
         self._s.outcome = outcome
         self._s.reason = "; ".join([reason, *overrides] if reason else overrides)[:1000]
+        for gate, status in self._s.gates.items():
+            self._s.gates[gate] = policy.withdraw(status, workflow.now())
         request = self._s.request
         approvals = [a for g in self._s.gates.values() for a in g.votes]
         deployed = outcome in (Outcome.COMPLETED, Outcome.COMPLETED_WITH_ISSUES)
@@ -616,7 +622,9 @@ class ReleaseWorkflow:
                 return
             self._set_awaiting([f"release:{decision.holder}"])
             self._details(f"waiting for {decision.holder} to go live or roll back (one release at a time)")
-            await self._wait(lambda: False, min(workflow.now() + backoff, deadline))
+            await self._wait(
+                lambda: False, min(workflow.now() + backoff, deadline), f"{decision.holder} to go live"
+            )
             if workflow.now() >= deadline:
                 raise _Stop(Outcome.EXPIRED, f"{decision.holder} held {self._s.request.service} too long")
             backoff = min(backoff * 2, timedelta(minutes=5))
@@ -643,19 +651,22 @@ class ReleaseWorkflow:
     # --- waiting -------------------------------------------------------------------
 
     async def _wait(
-        self, done: Callable[[], bool], until: datetime | None, *, honour_pause: bool = True
+        self, done: Callable[[], bool], until: datetime | None, what: str, *, honour_pause: bool = True
     ) -> bool:
         """Wait for `done` until a deadline; True if it happened. Abort interrupts any wait.
 
-        Audit rows of what people did meanwhile (amendments, overrides) are written to the
-        CMDB as they come, without ending the wait.
+        `what` names the timer in the UI's timeline (a bake, a gate's deadline, a window), which
+        otherwise reads `3 (1s)`. Audit rows of what people did meanwhile (amendments,
+        overrides) are written to the CMDB as they come, without ending the wait.
         """
         while True:
             timeout = None if until is None else max((until - workflow.now()).total_seconds(), 0.0)
             self._flush()
             try:
                 await workflow.wait_condition(
-                    lambda: done() or self._run.abort is not None or bool(self._run.events), timeout=timeout
+                    lambda: done() or self._run.abort is not None or bool(self._run.events),
+                    timeout=timeout,
+                    timeout_summary=what[:200],
                 )
             except TimeoutError:
                 return False
@@ -675,7 +686,7 @@ class ReleaseWorkflow:
             self._set_awaiting(["operator"])
             self._details("paused by an operator; `resume` to continue")
             if not await self._wait(
-                lambda: not self._s.paused, workflow.now() + PAUSE_LIMIT, honour_pause=False
+                lambda: not self._s.paused, workflow.now() + PAUSE_LIMIT, "pause limit", honour_pause=False
             ):
                 raise _Stop(Outcome.ABORTED, f"paused for longer than {PAUSE_LIMIT}")
             self._set_awaiting(previous)
@@ -719,7 +730,7 @@ class ReleaseWorkflow:
                 f"waiting for window {decision.window!r}: {decision.reason} "
                 f"(next check {details.when(until)}) before {what}"
             )
-            await self._wait(self._overridden, until)
+            await self._wait(self._overridden, until, f"window {decision.window} before {what}")
             self._run.waiting = None
             wait.until = workflow.now()
             self._set_awaiting(previous)

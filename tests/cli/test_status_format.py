@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from relman.cli.common import safe
+from relman.cli.common import safe, ts
 from relman.cli.release import (
     describe_subject,
     follow_release,
@@ -387,3 +387,18 @@ def test_follow_prints_awaiting_lists_and_new_refusals() -> None:
         f"{'':20}  waiting for bob, carol",
         "2025-03-01 12:00:00Z  refused: mallory abort: not an operator\\x1b[0m",
     ]
+
+
+def test_an_open_gate_shows_its_deadline_a_closed_one_when_it_closed() -> None:
+    deadline = T0 + timedelta(hours=1)
+    st = status(
+        gates={
+            Gate.REQUEST: GateStatus(
+                gate=Gate.REQUEST, state=GateState.APPROVED, deadline=deadline, closed_at=T0
+            ),
+            Gate.PLAN: GateStatus(gate=Gate.PLAN, state=GateState.OPEN, deadline=deadline),
+        }
+    )
+    request_line, plan_line = (line for line in lines_of(st) if line.startswith(("  request", "  plan ")))
+    assert f"closed {ts(T0)}" in request_line and "deadline" not in request_line
+    assert f"deadline {ts(deadline)}" in plan_line

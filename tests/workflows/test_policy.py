@@ -178,6 +178,15 @@ def test_votes_are_bound_to_gate_hash_and_deadline() -> None:
     )
 
 
+def test_an_ended_release_withdraws_only_open_gates() -> None:
+    open_gate = normal_gate(Gate.PLAN)
+    withdrawn = policy.withdraw(open_gate, NOW)
+    assert (withdrawn.state, withdrawn.closed_at) == (GateState.WITHDRAWN, NOW)
+    assert policy.waiting_for(withdrawn) == []
+    expired = policy.expire(open_gate, NOW)
+    assert policy.withdraw(expired, NOW) == expired
+
+
 def test_amending_the_plan_voids_plan_votes() -> None:
     gate = policy.record_vote(normal_gate(Gate.PLAN), vote("alice", gate=Gate.PLAN), NOW)
     amended = policy.void_votes(gate, "c" * 64, gate.deadline)

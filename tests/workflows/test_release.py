@@ -278,6 +278,34 @@ async def test_unanswered_gate_expires(ts_env: WorkflowEnvironment) -> None:
     assert fake.closes[-1].close_code is CloseCode.EXPIRED
 
 
+async def test_an_aborted_release_withdraws_its_open_gate_and_names_its_timers(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    fake = FakeActivities()
+    async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
+        handle = await start(ts_env, worker, make_request())
+        waiting = await until(ts_env, handle, at_gate(Gate.REQUEST))
+        assert waiting.awaiting == ["alice", "bob", "carol", "dave"]  # rita, the requester, is not awaited
+        await vote(handle, Gate.REQUEST, "alice")
+        await handle.signal(
+            ReleaseWorkflow.abort, await act(handle, OperatorVerb.ABORT, "oli", "wrong version")
+        )
+        final = ReleaseStatus.model_validate(await handle.result())
+        history = await handle.fetch_history()
+    assert final.outcome is Outcome.ABORTED
+    request_gate = final.gates[Gate.REQUEST]
+    assert request_gate.state is GateState.WITHDRAWN and request_gate.closed_at is not None
+    assert request_gate.approvals == 1  # what was decided stays on record
+    assert final.awaiting == []
+    # The UI's timeline names each timer instead of `3 (1s)`.
+    summaries = [
+        e.user_metadata.summary.data.decode()
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    ]
+    assert summaries and all("gate request deadline" in s for s in summaries), summaries
+
+
 async def test_unknown_service_is_rejected_and_recorded(ts_env: WorkflowEnvironment) -> None:
     fake = FakeActivities()
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
