@@ -52,6 +52,7 @@ from relman.contracts import (
     Model,
     OperatorAction,
     OperatorVerb,
+    Outcome,
     Phase,
     PlanAmendment,
     ReleasePlan,
@@ -69,6 +70,7 @@ from relman.progress import RunningStep, running_step
 from relman.visibility import (
     RELEASE_AWAITING,
     RELEASE_CHANGE_TYPE,
+    RELEASE_OUTCOME,
     RELEASE_PHASE,
     RELEASE_RISK,
     RELEASE_SERVICE,
@@ -109,6 +111,8 @@ class ReleaseSummary(Model):
     change_type: str = ""
     risk: str = ""
     awaiting: list[str] = []
+    outcome: str = ""
+    """How the release ended (completed, rolled_back, ...); empty while it runs."""
     status: str
     """Temporal's execution status: RUNNING, COMPLETED, FAILED, TERMINATED..."""
     started_at: datetime | None = None
@@ -446,6 +450,7 @@ class ReleaseClient:
         service: str | None = None,
         awaiting: str | None = None,
         running: bool | None = None,
+        outcome: Outcome | str | None = None,
         limit: int = 100,
     ) -> list[ReleaseSummary]:
         """Releases found through the search attributes, newest first."""
@@ -457,6 +462,8 @@ class ReleaseClient:
         if awaiting:
             clauses.append(f"{RELEASE_AWAITING.name} = {_quote(awaiting)}")
             running = True if running is None else running
+        if outcome:
+            clauses.append(f"{RELEASE_OUTCOME.name} = {_quote(str(Outcome(outcome).value))}")
         if running is not None:
             clauses.append("ExecutionStatus " + ("=" if running else "!=") + " 'Running'")
         query = " AND ".join(clauses)
@@ -473,6 +480,7 @@ class ReleaseClient:
                         change_type=attrs.get(RELEASE_CHANGE_TYPE) or "",
                         risk=attrs.get(RELEASE_RISK) or "",
                         awaiting=list(attrs.get(RELEASE_AWAITING) or []),
+                        outcome=attrs.get(RELEASE_OUTCOME) or "",
                         status=wf.status.name if wf.status else "UNKNOWN",
                         started_at=wf.start_time,
                         closed_at=wf.close_time,

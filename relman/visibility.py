@@ -15,6 +15,9 @@ RELEASE_CHANGE_TYPE = SearchAttributeKey.for_keyword("ReleaseChangeType")
 RELEASE_RISK = SearchAttributeKey.for_keyword("ReleaseRisk")
 RELEASE_AWAITING = SearchAttributeKey.for_keyword_list("ReleaseAwaiting")
 """Who or what a release waits for: approvers' names, `window`, `operator`."""
+RELEASE_OUTCOME = SearchAttributeKey.for_keyword("ReleaseOutcome")
+"""How a closed release ended (`completed`, `rolled_back`, ...): Temporal calls them all
+COMPLETED, so this is what "rolled back last week" filters on."""
 
 ALL_KEYS = (
     RELEASE_SERVICE,
@@ -23,6 +26,7 @@ ALL_KEYS = (
     RELEASE_CHANGE_TYPE,
     RELEASE_RISK,
     RELEASE_AWAITING,
+    RELEASE_OUTCOME,
 )
 
 

@@ -57,6 +57,7 @@ from relman.contracts import (
     HealthReport,
     OperatorAction,
     OperatorVerb,
+    Outcome,
     Phase,
     Proof,
     Reason,
@@ -623,11 +624,23 @@ def list_releases(
     service: Annotated[str | None, typer.Option(help="Only this service.")] = None,
     awaiting: Annotated[str | None, typer.Option(help="Only running releases waiting on this user.")] = None,
     running: Annotated[bool, typer.Option("--running", help="Only running releases.")] = False,
+    outcome: Annotated[
+        Outcome | None, typer.Option(help="Only closed releases that ended so (e.g. rolled_back).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find releases through their search attributes (what the Temporal UI filters on)."""
+    """Find releases through their search attributes (what the Temporal UI filters on).
+
+    STATUS is how a closed release ended (its outcome), else Temporal's execution status.
+    """
     found = with_client(
-        lambda c: c.list(phase=phase, service=service, awaiting=awaiting, running=True if running else None)
+        lambda c: c.list(
+            phase=phase,
+            service=service,
+            awaiting=awaiting,
+            running=True if running else None,
+            outcome=outcome,
+        )
     )
     if as_json:
         echo_json(found)
@@ -652,7 +665,7 @@ def format_table(found: list[ReleaseSummary]) -> str:
                 s.phase,
                 s.risk or "-",
                 ",".join(s.awaiting) or "-",
-                s.status.lower(),
+                s.outcome or s.status.lower(),
                 ts(s.started_at),
             )
         )

@@ -1100,6 +1100,8 @@ class ReleaseWorkflow:
         ]
         if self._s.risk is not None:
             updates.append(visibility.RELEASE_RISK.value_set(self._s.risk.value))
+        if phase is Phase.CLOSED and self._s.outcome is not None:
+            updates.append(visibility.RELEASE_OUTCOME.value_set(self._s.outcome.value))
         self._publish(updates, defer=True)
         self._details(details.gate(gate) if gate else (note or phase.value))
 

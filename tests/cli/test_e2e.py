@@ -192,6 +192,17 @@ async def test_abort_while_waiting_for_a_window_compensates(cli: Cli, tmp_path: 
 
     changes = await cli.json("cmdb", "changes", "--service", "greeter")
     assert next(c for c in changes if c["release_id"] == rid)["close_code"] == "aborted"
+
+    async def listed_as_aborted() -> None:
+        # Temporal says COMPLETED; the list says how the release ended, and filters on it.
+        found = await cli.json("list", "--outcome", "aborted")
+        assert [(r["outcome"], r["status"]) for r in found if r["release_id"] == rid] == [
+            ("aborted", "COMPLETED")
+        ]
+        assert rid not in [r["release_id"] for r in await cli.json("list", "--outcome", "completed")]
+        assert any(rid in line and " aborted " in line for line in (await cli("list")).splitlines())
+
+    await assert_eventually(listed_as_aborted, timeout=20, interval=0.5)
     missing = await cli("status", "release-greeter-9.9.9", code=1)
     assert missing == "error: no release named release-greeter-9.9.9"
 

@@ -303,6 +303,15 @@ def test_table_escapes_and_joins_awaiting() -> None:
     lines = format_table(found).splitlines()
     assert len(lines) == 2 and "\x1b" not in lines[1]
     assert "greeter\\x1b[2J" in lines[1] and "bob,carol" in lines[1]
+    assert " running " in lines[1]
+
+
+def test_a_closed_release_lists_its_outcome_not_temporals_completed() -> None:
+    rolled_back = ReleaseSummary(
+        release_id="release-greeter-1.3.0", phase="closed", outcome="rolled_back", status="COMPLETED"
+    )
+    (row,) = format_table([rolled_back]).splitlines()[1:]
+    assert " rolled_back " in row and "completed" not in row
 
 
 def test_a_plan_vote_shows_what_it_binds_to() -> None:
