@@ -223,7 +223,9 @@ async def test_emergency_release_needs_ecab_now_and_cab_retro_approval(ts_env: W
         await vote(handle, Gate.REQUEST, "erin")
         await until(ts_env, handle, at_gate(Gate.PLAN))
         await vote(handle, Gate.PLAN, "erin")
-        await until(ts_env, handle, at_gate(Gate.RETRO), step=timedelta(seconds=30))
+        retro = await until(ts_env, handle, at_gate(Gate.RETRO), step=timedelta(seconds=30))
+        # An open retro gate is awaited like any other: `list --awaiting alice` finds it.
+        assert retro.phase is Phase.REVIEWING and retro.awaiting == ["alice", "bob", "carol", "dave"]
         await vote(handle, Gate.RETRO, "alice")
         await vote(handle, Gate.RETRO, "bob")
         final = ReleaseStatus.model_validate(await handle.result())
