@@ -35,6 +35,7 @@ from relman.contracts import (
     Outcome,
     Proof,
     ReleaseStatus,
+    SuiteResult,
     Verdict,
 )
 from relman.identity.evidence import (
@@ -152,18 +153,9 @@ class AuditPackage(Section):
     recorded_in: list[str] = Field(default_factory=list)
 
 
-class AuditSuite(Section):
-    name: str
-    passed: int
-    failed: int
-    skipped: int
-    errors: int
-    timed_out: bool = False
-
-
 class AuditTests(Section):
     accepted: bool
-    suites: list[AuditSuite] = Field(default_factory=list)
+    suites: list[SuiteResult] = Field(default_factory=list)
 
 
 class AuditStage(Section):
@@ -736,17 +728,7 @@ def _from_evidence(trail: AuditTrail, ev: ReleaseEvidence, findings: list[str]) 
     if ev.tests is not None:
         trail.tests = AuditTests(
             accepted=ev.tests.accepted,
-            suites=[
-                AuditSuite(
-                    name=s.name,
-                    passed=s.passed,
-                    failed=s.failed,
-                    skipped=s.skipped,
-                    errors=s.errors,
-                    timed_out=s.timed_out,
-                )
-                for s in ev.tests.suites
-            ],
+            suites=list(ev.tests.suites),
         )
     trail.stages = [
         AuditStage(

@@ -9,18 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-from relman.cli.common import ReleaseIdArg
+from relman.cli.common import ReleaseIdArg, fail
 from relman.errors import RelmanError
 from relman.identity.evidence import EvidenceReport, verify_evidence
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def evidence_cmd(
@@ -39,15 +34,15 @@ def evidence_cmd(
     try:
         store = CmdbStore(load_settings().cmdb)
     except (RelmanError, CmdbError) as exc:
-        _fail(str(exc))
+        raise fail(str(exc)) from None
     try:
         stored = store.get_evidence(release_id)
     except CmdbError as exc:
-        _fail(f"CMDB: {exc}")
+        raise fail(f"CMDB: {exc}") from None
     finally:
         store.close()
     if stored is None:
-        _fail(f"the CMDB has no evidence for {release_id}; evidence is written when a release closes")
+        raise fail(f"the CMDB has no evidence for {release_id}; evidence is written when a release closes")
     text = json.dumps(stored.envelope, indent=2, sort_keys=True) + "\n"
     if output is None:
         typer.echo(text, nl=False)
@@ -55,7 +50,7 @@ def evidence_cmd(
     try:
         output.write_text(text)
     except OSError as exc:
-        _fail(f"cannot write {output}: {exc.strerror}")
+        raise fail(f"cannot write {output}: {exc.strerror}") from None
     typer.echo(f"evidence of {release_id} written to {output} (sha256 {stored.envelope_sha256})")
 
 
@@ -66,7 +61,7 @@ def _sha256(path: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     except OSError as exc:
-        _fail(f"artifact {path} cannot be read: {exc.strerror}")
+        raise fail(f"artifact {path} cannot be read: {exc.strerror}") from None
     return digest.hexdigest()
 
 
@@ -97,11 +92,11 @@ def verify_cmd(
         # Key files resolve against the data dir the worker uses, as for every other command.
         trust = read_trust(catalog or settings.require_catalog(), data_dir=settings.data_dir)
     except (CatalogError, RelmanError) as exc:
-        _fail(str(exc))
+        raise fail(str(exc)) from None
     try:
         data = file.read_bytes()
     except OSError as exc:
-        _fail(f"evidence file {file} cannot be read: {exc.strerror}")
+        raise fail(f"evidence file {file} cannot be read: {exc.strerror}") from None
     artifacts = {path.name: _sha256(path) for path in artifact or []}
     report = verify_evidence(data, trust.services, trust.evidence_keys, artifacts)
     if as_json:
