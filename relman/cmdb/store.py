@@ -1261,4 +1261,6 @@ def decide(windows: Sequence[WindowSpec], at: datetime, change_type: ChangeType)
     first = sorted(now_closing, key=lambda w: (w.kind != WindowKind.BLACKOUT, w.name))[0]
     reason = f"{first.kind.value} {first.name!r} ({first.reason or 'no reason given'}); open again at "
     reason += next_open.isoformat()
-    return WindowDecision(open=False, window=first.name, reason=reason[:1000], next_open=next_open)
+    return WindowDecision(
+        open=False, window=first.name, kind=first.kind, reason=reason[:1000], next_open=next_open
+    )

@@ -184,6 +184,16 @@ class Outcome(StrEnum):
     ABORTED = "aborted"
 
 
+class StatusSource(StrEnum):
+    """Who answered a status: the workflow itself, or the records left when no worker answers."""
+
+    WORKFLOW = "workflow"
+    """The live `status` query: complete and current."""
+    RECORDS = "records"
+    """Rebuilt from the server's description, search attributes and memo, and the CMDB:
+    no worker answered, so gates' votes, stages and running steps may be missing."""
+
+
 class CloseCode(StrEnum):
     """The CMDB's close code of a change, one per terminal outcome."""
 

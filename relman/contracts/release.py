@@ -30,9 +30,11 @@ from relman.contracts.base import (
     Sha256,
     ShortText,
     Slug,
+    StatusSource,
     UserName,
     Verdict,
     Version,
+    WindowKind,
 )
 from relman.contracts.governance import (
     Delegation,
@@ -284,6 +286,7 @@ class WindowDecision(Model):
     open: bool
     window: str = ""
     """The window that closes deployment (blackouts first), when closed."""
+    kind: WindowKind | None = None
     reason: Comment = ""
     next_open: datetime | None = None
     """When deployment is next allowed; None when unknown (wait to the deadline)."""
@@ -564,8 +567,11 @@ class WindowWait(Model):
 
     step: Slug
     window: str = ""
+    kind: WindowKind | None = None
     reason: Comment = ""
     since: datetime
+    reopens: datetime | None = None
+    """When the window said deployment is allowed again (None: unknown, re-checked hourly)."""
     until: datetime | None = None
     override: OperatorAction | None = None
 
@@ -634,6 +640,8 @@ class ReleaseStatus(Model):
     """The latest refused messages (bounded); `refused` counts them all."""
     refused: int = 0
     reason: Comment = ""
+    source: StatusSource = StatusSource.WORKFLOW
+    """Whether the workflow answered, or the status was rebuilt from records without a worker."""
 
 
 CloseChangeInput.model_rebuild()

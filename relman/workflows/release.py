@@ -717,9 +717,14 @@ class ReleaseWorkflow:
                 return
             if wait is None or wait.window != decision.window:
                 wait = WindowWait(
-                    step=step, window=decision.window, reason=decision.reason, since=workflow.now()
+                    step=step,
+                    window=decision.window,
+                    kind=decision.kind,
+                    reason=decision.reason,
+                    since=workflow.now(),
                 )
                 self._s.window_waits.append(wait)
+            wait.reopens = decision.next_open
             # A window that reports no future opening is re-checked hourly (windows can be removed).
             until = min(decision.next_open or deadline, deadline, workflow.now() + timedelta(hours=1))
             until = max(until, workflow.now() + timedelta(seconds=1))
