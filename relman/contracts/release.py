@@ -85,6 +85,8 @@ class ReleaseRequest(Signed):
     """Preferred go-live window; deployment still respects the CMDB's windows."""
     change_model: Slug | None = None
     """The catalog's change model a standard change follows (required for `standard`)."""
+    allow_downgrade: bool = False
+    """A version lower than the one running is deployed only when the signed request says so."""
 
     def content_hash(self) -> str:
         """Stable hash of the request (without its proof); request and retro approvals bind to it."""
@@ -332,6 +334,7 @@ class DeployInput(StepInput):
     environment: Environment
     version: Version
     package: ReleasePackage
+    allow_downgrade: bool = False
 
 
 class DeployResult(Model):

@@ -505,6 +505,7 @@ class ReleaseWorkflow:
                 environment=env,
                 version=request.version,
                 package=self.package,
+                allow_downgrade=request.allow_downgrade,
             ),
             DeployResult,
             f"deploy {request.service} {request.version} to {env}",
