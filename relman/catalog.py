@@ -16,7 +16,6 @@ not the services' directories.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import shutil
@@ -56,6 +55,7 @@ from relman.contracts import (
     Slug,
     Trust,
     UserName,
+    stages_problem,
 )
 from relman.identity.keys import key_id, parse_public, public_text, read_public_file
 
@@ -399,15 +399,9 @@ class ServiceRoles(_Strict):
 
     @field_validator("stages")
     @classmethod
-    def _increasing(cls, v: list[RolloutStage]) -> list[RolloutStage]:
-        for before, after in itertools.pairwise(v):
-            if after.percent <= before.percent:
-                raise ValueError(
-                    f"stage percents must increase: {before.name}={before.percent} "
-                    f"then {after.name}={after.percent}"
-                )
-        if len({s.name for s in v}) != len(v):
-            raise ValueError("stage names must be unique")
+    def _rollout(cls, v: list[RolloutStage]) -> list[RolloutStage]:
+        if problem := stages_problem(v):
+            raise ValueError(problem)
         return v
 
     @field_validator("ecab", "operators", "change_managers", "release_managers")

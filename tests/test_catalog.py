@@ -149,6 +149,25 @@ def test_stage_percents_must_increase(tmp_path: Path) -> None:
     assert "services.greeter.stages" in error_of(tmp_path, svc)
 
 
+@pytest.mark.parametrize(
+    ("stages", "said"),
+    [
+        # The release that hung forever: the catalog took a 100% stage the workflow refused.
+        ([("one", 1), ("full", 100)], "full is at 100%"),
+        ([("go-live", 1)], "may not be named go-live"),
+        ([("a", 1), ("a", 2)], "names repeat"),
+    ],
+)
+def test_catalog_refuses_a_rollout_the_workflow_would_refuse(
+    tmp_path: Path, stages: list[tuple[str, float]], said: str
+) -> None:
+    svc = base_service()
+    svc["stages"] = [{"name": n, "percent": p, "bake_seconds": 0} for n, p in stages]
+    msg = error_of(tmp_path, svc)
+    assert "services.greeter.stages" in msg and said in msg
+    assert "\n" not in msg.strip()
+
+
 def test_unknown_placeholder(tmp_path: Path) -> None:
     svc = base_service()
     svc["build"]["command"] = ["{python}", "build.py", "{secret_token}"]

@@ -121,6 +121,7 @@ from relman.contracts.release import (
     WindowQuery,
     WindowWait,
     content_hash,
+    stages_problem,
 )
 
 __all__ = [
@@ -229,6 +230,7 @@ __all__ = [
     "digest",
     "release_id_for",
     "release_id_problem",
+    "stages_problem",
     "text_problem",
     "utc_seconds",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -90,7 +91,8 @@ class ReleaseRequest(Signed):
 
     def content_hash(self) -> str:
         """Stable hash of the request (without its proof); request and retro approvals bind to it."""
-        return content_hash(self, exclude={"proof"})
+        # Unset, allow_downgrade stays out of the hash: requests signed before it existed keep theirs.
+        return content_hash(self, exclude={"proof"} if self.allow_downgrade else {"proof", "allow_downgrade"})
 
     def statement(self, release_id: str, issued_at: datetime, nonce: str) -> Statement:
         return Statement(
@@ -118,6 +120,29 @@ class RolloutStage(Model):
     percent: float = Field(ge=0, le=100)
     bake_seconds: int = Field(ge=0, le=7 * 24 * 3600)
     allow_list: list[UserName] = Field(default_factory=list, max_length=100)
+
+
+def stages_problem(stages: list[RolloutStage]) -> str | None:
+    """The one rule for a rollout: unique names, none named go-live, percentages increasing and
+    below 100% (100% is the go-live, a phase of its own). The catalog, the plan and amendments
+    all ask this, so a catalog can never hold a rollout the workflow would refuse."""
+    names = [s.name for s in stages]
+    if GO_LIVE in names:
+        return f"a rollout stage may not be named {GO_LIVE}: window overrides name the go-live so"
+    if len(set(names)) != len(names):
+        return f"rollout stage names repeat: {', '.join(names)}"
+    for before, after in itertools.pairwise(stages):
+        if after.percent <= before.percent:
+            return (
+                f"rollout stage percentages must increase: {before.name}={before.percent:g} "
+                f"then {after.name}={after.percent:g}"
+            )
+    if stages and stages[-1].percent >= 100:
+        return (
+            f"rollout stage {stages[-1].name} is at {stages[-1].percent:g}%: dark-launch stages stay "
+            "below 100%; go-live is the deploying phase"
+        )
+    return None
 
 
 class AcceptanceCriteria(Model):

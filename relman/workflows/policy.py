@@ -12,7 +12,6 @@ from enum import StrEnum
 from statistics import fmean
 
 from relman.contracts import (
-    GO_LIVE,
     OPERATOR_ROLE,
     REQUEST_MAX_AGE,
     SIGNATURE_SKEW,
@@ -42,6 +41,7 @@ from relman.contracts import (
     Verdict,
     Vote,
     WindowWait,
+    stages_problem,
 )
 from relman.identity import verify as identity
 from relman.identity.evidence import stage_subject
@@ -412,17 +412,9 @@ def build_plan(request: ReleaseRequest, profile: ServiceProfile) -> ReleasePlan:
 
 
 def check_stages(stages: list[RolloutStage]) -> list[RolloutStage]:
-    """Rollout stages in order: unique names, percentages never decreasing, below 100%."""
-    names = [s.name for s in stages]
-    if GO_LIVE in names:
-        raise ValueError(f"a rollout stage may not be named {GO_LIVE}: window overrides name the go-live so")
-    if len(set(names)) != len(names):
-        raise ValueError(f"rollout stage names repeat: {names}")
-    percents = [s.percent for s in stages]
-    if percents != sorted(percents):
-        raise ValueError(f"rollout stage percentages must not decrease: {percents}")
-    if percents and percents[-1] >= 100:
-        raise ValueError("dark-launch stages stay below 100%; go-live is the deploying phase")
+    """The rollout stages, or ValueError naming what `stages_problem` found wrong."""
+    if problem := stages_problem(stages):
+        raise ValueError(problem)
     return list(stages)
 
 

@@ -208,7 +208,7 @@ def test_rollout_stages_must_grow_and_stay_below_go_live() -> None:
         RolloutStage(name="a", percent=5, bake_seconds=0),
         RolloutStage(name="b", percent=1, bake_seconds=0),
     ]
-    with pytest.raises(ValueError, match="must not decrease"):
+    with pytest.raises(ValueError, match="must increase"):
         policy.check_stages(stages)
     with pytest.raises(ValueError, match="below 100"):
         policy.check_stages([RolloutStage(name="all", percent=100, bake_seconds=0)])
@@ -547,7 +547,7 @@ def test_amendment_refusal() -> None:
         "an amendment may not change the components or versions released"
     )
     backwards = [SLOWER[1], SLOWER[0], *SLOWER[2:]]
-    assert "must not decrease" in (refusal_of(amendment(stages=backwards)) or "")
+    assert "must increase" in (refusal_of(amendment(stages=backwards)) or "")
     named_go_live = [SLOWER[0].model_copy(update={"name": GO_LIVE})]
     assert "may not be named go-live" in (refusal_of(amendment(stages=named_go_live)) or "")
     loose = AcceptanceCriteria(min_pass_rate=0, max_error_rate=0.9, max_latency_ms=500)
