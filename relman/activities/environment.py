@@ -11,6 +11,16 @@ held for milliseconds and a second deploy or rollback simply waits its turn (ser
 If the lock is still held after `lock_wait` seconds the holder is stuck, and the caller is
 refused with a non-retryable `EnvironmentLocked` naming the holder's key. The kernel drops
 the lock when its process dies, so a crashed worker never leaves a stale lock.
+
+Leftovers: a package is copied into `<base>/.incoming-<version>-<8 hex>` and renamed into
+place, so a worker killed mid-copy leaves that directory behind. Each copy holds an `fcntl`
+lock on `<base>/.relman/incoming/<name>.lock` while it runs; the next stage into the
+environment removes every `.incoming-*` directory whose lock it can take (its copier is
+dead) and leaves the others (a copy in progress). Only names of that exact form, and only
+real directories, are ever removed; version directories and `current` are never touched.
+
+Downgrades: a deploy of a version lower than the one `current` serves (semantic-version
+precedence) is refused unless the request allows it (`allow_downgrade`).
 """
 
 from __future__ import annotations
@@ -20,10 +30,11 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +60,42 @@ log = structlog.get_logger(__name__)
 CURRENT = "current"
 STATE_DIR = ".relman"
 DIGEST_FILE = ".relman-digest"
+INCOMING_LOCKS = "incoming"
+"""Under the state dir: one lock file per copy in progress."""
+
+_INCOMING = re.compile(r"\.incoming-[0-9A-Za-z.+-]{1,80}-[0-9a-f]{8}")
+_SWITCH_TMP = re.compile(r"\.current-[0-9a-f]{8}")
+_STATE_TMP = re.compile(r"\.deploys-[0-9a-f]{8}\.json")
+_SEMVER = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)(?:([-+])([0-9A-Za-z.-]+))?")
+
+VersionKey = tuple[tuple[int, int, int], int, tuple[tuple[int, int, str], ...]]
+
+
+def version_key(version: str) -> VersionKey | None:
+    """A sort key with semantic-version precedence (semver.org §11), or None if not one.
+
+    Numbers compare as numbers (2.10.0 > 2.9.0); a pre-release sorts before its release
+    (2.5.0-rc.1 < 2.5.0); pre-release identifiers compare one by one, numeric ones as numbers
+    and below alphanumeric ones, a longer list above its own prefix; build metadata
+    (`+build.7`) does not count.
+    """
+    m = _SEMVER.fullmatch(version)
+    if m is None:
+        return None
+    major, minor, patch, sep, suffix = m.groups()
+    core = (int(major), int(minor), int(patch))
+    if sep != "-":
+        return core, 1, ()
+    ids = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in suffix.split("."))
+    return core, 0, ids
+
+
+def is_downgrade(current: str | None, new: str) -> bool:
+    """Whether going from `current` to `new` goes back (False if either is not a semver)."""
+    if current is None:
+        return False
+    old_key, new_key = version_key(current), version_key(new)
+    return old_key is not None and new_key is not None and new_key < old_key
 
 
 def _heartbeat(details: dict[str, Any]) -> None:
@@ -132,9 +179,74 @@ class EnvironmentDir:
         os.symlink(version, tmp)  # relative: the environment can be moved as a whole
         os.replace(tmp, link)
 
+    @contextlib.contextmanager
+    def _claim(self, name: str, *, wait: bool) -> Iterator[bool]:
+        """Hold the lock of the copy `name` (yields False if a live process holds it).
+
+        The lock file is removed by whoever holds it when done, so after taking the lock the
+        file must still be the one at the path; if not, it was replaced, and we try again.
+        """
+        lock_dir = self.state_dir / INCOMING_LOCKS
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        path = lock_dir / f"{name}.lock"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                yield False
+                return
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            os.close(fd)
+
+    def remove_leftovers(self) -> list[str]:
+        """Remove `.incoming-*` copies whose copier died (no one holds their lock); their names."""
+        names = {p.name for p in self.base.iterdir() if _INCOMING.fullmatch(p.name)}
+        lock_dir = self.state_dir / INCOMING_LOCKS
+        if lock_dir.is_dir():
+            stems = (p.name.removesuffix(".lock") for p in lock_dir.iterdir() if p.name.endswith(".lock"))
+            names.update(n for n in stems if _INCOMING.fullmatch(n))
+        removed = []
+        for name in sorted(names):
+            with self._claim(name, wait=False) as held:
+                path = self.base / name
+                # A live copy keeps its directory; a symlink or file of that name is not ours.
+                if held and path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                    removed.append(name)
+        if removed:
+            log.info("environment.leftovers_removed", env=self.name, removed=removed)
+        return removed
+
+    def remove_switch_leftovers(self) -> None:
+        """Temporary links and state files of a switch that was killed; call holding the lock."""
+        for p in self.base.iterdir():
+            if _SWITCH_TMP.fullmatch(p.name) and p.is_symlink():
+                p.unlink()
+        for p in self.state_dir.iterdir():
+            if _STATE_TMP.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink()
+
+    def _incoming_name(self, version: str) -> str:
+        return f".incoming-{version}-{uuid.uuid4().hex[:8]}"
+
     def stage(self, package: ReleasePackage) -> None:
         """Copy the package to `<base>/<version>` unless that exact package is there already."""
         self.base.mkdir(parents=True, exist_ok=True)
+        self.ensure()
+        self.remove_leftovers()
         target = self.version_dir(package.version)
         marker = target / DIGEST_FILE
         if marker.is_file() and marker.read_text().strip() == package.digest:
@@ -145,12 +257,21 @@ class EnvironmentDir:
                 type=ErrorType.DEPLOY_FAILED,
                 non_retryable=True,
             )
-        tmp = self.base / f".incoming-{package.version}-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(package.path, tmp, symlinks=False)
-        (tmp / DIGEST_FILE).write_text(package.digest + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(tmp, target)
+        name = self._incoming_name(package.version)
+        with self._claim(name, wait=True):
+            tmp = self.base / name
+            shutil.copytree(package.path, tmp, symlinks=False)
+            (tmp / DIGEST_FILE).write_text(package.digest + "\n")
+            if target.exists():
+                # Out of the way in one rename, then removed: a kill can leave a leftover
+                # (removed next time), never a half-deleted version directory with its marker.
+                old = self._incoming_name(package.version)
+                with self._claim(old, wait=True):
+                    os.rename(target, self.base / old)
+                    os.rename(tmp, target)
+                    shutil.rmtree(self.base / old)
+            else:
+                os.rename(tmp, target)
 
 
 class EnvironmentActivities:
@@ -186,10 +307,14 @@ class EnvironmentActivities:
                 type=ErrorType.DEPLOY_FAILED,
                 non_retryable=True,
             )
+        # Checked before the copy (fail fast) and again under the lock (what counts).
+        self._refuse_downgrade(inp, env.current())
         # Copy outside the lock: the lock only guards the switch and the state file.
         await asyncio.to_thread(env.stage, inp.package)
         async with env.locked(inp.idempotency_key):
+            env.remove_switch_leftovers()
             previous = env.current()
+            self._refuse_downgrade(inp, previous)
             changed = previous != inp.version
             result = DeployResult(
                 environment=inp.environment, version=inp.version, previous_version=previous, changed=changed
@@ -216,6 +341,17 @@ class EnvironmentActivities:
             changed=changed,
         )
         return result
+
+    @staticmethod
+    def _refuse_downgrade(inp: DeployInput, current: str | None) -> None:
+        if inp.allow_downgrade or not is_downgrade(current, inp.version):
+            return
+        raise ApplicationError(
+            f"refusing to downgrade {inp.service} in {inp.environment.value} from {current} to "
+            f"{inp.version}; set allow_downgrade: true in the manifest to do it on purpose",
+            type=ErrorType.INVALID_REQUEST,
+            non_retryable=True,
+        )
 
     @activity.defn(name=Activity.ROLLBACK)
     async def rollback(self, inp: RollbackInput) -> DeployResult:

@@ -74,7 +74,11 @@ async def build(
 
 
 async def deploy(
-    catalog: Catalog, package: ReleasePackage, env: Environment = Environment.STAGING, step: str = "deploy"
+    catalog: Catalog,
+    package: ReleasePackage,
+    env: Environment = Environment.STAGING,
+    step: str = "deploy",
+    allow_downgrade: bool = False,
 ) -> Any:
     inp = DeployInput(
         release_id=f"release-greeter-{package.version}",
@@ -83,5 +87,6 @@ async def deploy(
         environment=env,
         version=package.version,
         package=package,
+        allow_downgrade=allow_downgrade,
     )
     return await ActivityEnvironment().run(EnvironmentActivities(catalog).deploy, inp)
