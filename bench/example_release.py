@@ -41,6 +41,7 @@ from relman.contracts import Decision, Gate, GateState, Outcome, ReleaseRequest,
 from relman.identity.keys import WORKER, Signer, ensure_keys
 from relman.identity.signing import seal
 from relman.observability import configure_logging
+from relman.results import final_status
 from relman.visibility import ALL_KEYS
 from relman.worker import workflow_runner
 from relman.workflows.release import ReleaseWorkflow
@@ -128,7 +129,7 @@ async def one_release(
         )
         await approve_when_open(handle, Gate.REQUEST, signers)
         await approve_when_open(handle, Gate.PLAN, signers)
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
         elapsed = time.perf_counter() - started
         per_activity = await activity_times(handle)
     if final.outcome is not Outcome.COMPLETED:

@@ -77,6 +77,7 @@ from relman.contracts import (
 from relman.devserver import DevServer, free_port
 from relman.identity.keys import Signer
 from relman.identity.signing import seal
+from relman.results import final_status
 from relman.worker import workflow_runner
 from relman.workflows import policy
 from relman.workflows.release import ReleaseWorkflow
@@ -304,7 +305,7 @@ class Bench:
             handle: WorkflowHandle[Any, ReleaseStatus] = self.client.get_workflow_handle(
                 wid, result_type=ReleaseStatus
             )
-            return (await handle.result()).outcome
+            return (await final_status(handle)).outcome
 
         outcomes = Counter(await asyncio.wait_for(bounded(ids, outcome, 16), timeout))
         if set(outcomes) != {Outcome.COMPLETED}:

@@ -11,6 +11,7 @@ code everything the CLI does:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import traceback
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
@@ -67,6 +69,7 @@ from relman.identity.keys import Signer
 from relman.identity.roles import change_model_problem
 from relman.identity.signing import Signable, seal
 from relman.progress import RunningStep, running_step
+from relman.results import final_status
 from relman.visibility import (
     RELEASE_AWAITING,
     RELEASE_CHANGE_TYPE,
@@ -390,8 +393,10 @@ class ReleaseClient:
         handle = self._handle(release_id)
         try:
             desc = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
-            if desc.status == WorkflowExecutionStatus.COMPLETED:
-                return await handle.result(rpc_timeout=QUERY_TIMEOUT), []
+            if desc.status in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED):
+                # A closed run's status is its result (or, for a failed change, in its failure).
+                with contextlib.suppress(WorkflowFailureError):
+                    return await final_status(handle, rpc_timeout=QUERY_TIMEOUT), []
             status = await handle.query(
                 Message.STATUS.value, result_type=ReleaseStatus, rpc_timeout=QUERY_TIMEOUT
             )
@@ -415,7 +420,7 @@ class ReleaseClient:
     async def result(self, release_id: str, timeout: float | None = None) -> ReleaseStatus:
         """Wait for a release to end and return its final status."""
         try:
-            return await asyncio.wait_for(self._handle(release_id).result(), timeout)
+            return await asyncio.wait_for(final_status(self._handle(release_id)), timeout)
         except RPCError as exc:
             raise self._rpc_error(exc, release_id) from None
         except TimeoutError:

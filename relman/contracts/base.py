@@ -298,3 +298,6 @@ class ErrorType(StrEnum):
     CATALOG_INVALID = "CatalogInvalid"
     REFUSED = "Refused"
     """A message the workflow refused (signature, role, state); nothing was recorded."""
+    RELEASE_FAILED = "ReleaseFailed"
+    """A failed change (rolled back, or needing an operator) ends its run as failed, so Temporal's
+    own failure views find it; the details carry the final ReleaseStatus."""

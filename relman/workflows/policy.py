@@ -477,6 +477,12 @@ CLOSE_CODES = {
 }
 
 
+def failed_change(code: CloseCode) -> bool:
+    """A rolled-back change, or one whose undo failed, is a failure an operator should find in
+    Temporal's failure views; a rejection, expiry or abort is the process deciding, not failing."""
+    return code in (CloseCode.ROLLED_BACK, CloseCode.UNSUCCESSFUL)
+
+
 def close_code(outcome: Outcome, compensation_failed: bool = False) -> CloseCode:
     """CMDB close code of an outcome; a rollback whose undo failed is `unsuccessful`."""
     if compensation_failed:

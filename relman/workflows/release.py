@@ -105,6 +105,8 @@ COMPENSATION_RETRY = RetryPolicy(
     maximum_attempts=8,
 )
 PAUSE_LIMIT = timedelta(days=14)
+FAILED_RUN = "failed-change-fails-run"
+"""Patch: runs recorded before it end COMPLETED whatever the outcome; newer failed changes FAILED."""
 HEALTH_RECHECKS = 2
 MAX_REFUSALS = 50
 """Refused messages kept in the status (the latest); `refused` counts them all."""
@@ -181,8 +183,32 @@ class ReleaseWorkflow:
             await self._compensate("workflow cancelled")
             await self._close(Outcome.ABORTED, "workflow cancelled")
             raise
+        except workflow.NondeterminismError:
+            raise  # the right code, deployed, fixes it: the workflow task retries until then
+        except Exception as err:
+            # A bug no retry fixes would fail the workflow task forever and hang the release:
+            # end it instead, undone and recorded, and flag it for an operator.
+            outcome, reason = (
+                Outcome.ROLLED_BACK,
+                f"error in the release workflow: {type(err).__name__}: {err}",
+            )
+            workflow.logger.exception("release workflow error")
+            self._s.needs_operator = True
+            self._s.issues.append(reason[:1000])
+            self._note_failure(outcome)
+            await self._compensate(reason)
+            self._set_awaiting(["operator"])
         await self._close(outcome, reason)
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if policy.failed_change(policy.close_code(outcome, self._s.needs_operator)) and workflow.patched(
+            FAILED_RUN
+        ):
+            raise ApplicationError(
+                f"{self._s.release_id} {self._s.outcome}: {self._s.reason}"[:1000],
+                self._s,
+                type=ErrorType.RELEASE_FAILED,
+                non_retryable=True,
+            )
         return self._s
 
     async def _requested(self) -> None:

@@ -27,6 +27,7 @@ from relman.client import ReleaseClient
 from relman.cmdb.store import CmdbStore
 from relman.contracts import CloseCode, Gate, Outcome, Phase, ReleaseStatus
 from relman.progress import describe_step
+from relman.results import final_status
 from relman.workflows.release import ReleaseWorkflow
 from tests import people
 from tests.faults.support import (
@@ -129,7 +130,7 @@ async def test_postgres_unreachable_for_30s_while_releases_close(
             await proxy.restore()
             restored = time.monotonic()
             finals: list[ReleaseStatus] = await asyncio.wait_for(
-                asyncio.gather(*(h.result() for h in handles)), 60
+                asyncio.gather(*(final_status(h) for h in handles)), 60
             )
             recovered = time.monotonic() - restored
             attempts = [await close_attempts(h) for h in handles]

@@ -20,7 +20,8 @@ from temporalio.worker import Worker
 
 from relman.activities.cmdb import CmdbActivities
 from relman.cmdb.store import CmdbStore
-from relman.contracts import CloseCode, Gate, GateState, GateTimeouts, Outcome, Phase, ReleaseStatus
+from relman.contracts import CloseCode, Gate, GateState, GateTimeouts, Outcome, Phase
+from relman.results import final_status
 from relman.workflows.release import ReleaseWorkflow
 from tests import people
 from tests.faults.support import approve, profile, request_for, start_release, status
@@ -74,7 +75,7 @@ async def test_cab_answered_after_29_days_and_a_7_day_review_complete(
     assert (waiting.phase, waiting.gates[Gate.REQUEST].state) == (Phase.AWAITING_CAB, GateState.OPEN)
     await approve(handle, Gate.REQUEST, "alice", "bob", clock=people.now)
     await approve(handle, Gate.PLAN, "carol", "dave", clock=people.now)
-    final: ReleaseStatus = await handle.result()
+    final = await final_status(handle)
 
     assert final.outcome is Outcome.COMPLETED, final.reason
     request_gate = final.gates[Gate.REQUEST]
@@ -107,7 +108,7 @@ async def test_cab_gate_unanswered_for_30_days_expires_with_a_record(
         f"release-expire-{uuid.uuid4().hex[:8]}",
         clock=people.now,
     )
-    final: ReleaseStatus = await handle.result()  # time skips the whole 30 days
+    final = await final_status(handle)  # time skips the whole 30 days
 
     assert final.outcome is Outcome.EXPIRED
     gate = final.gates[Gate.REQUEST]

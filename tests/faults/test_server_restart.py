@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from relman.activities.cmdb import CmdbActivities
 from relman.cmdb.store import CmdbStore
 from relman.contracts import Activity, Gate, Outcome, Phase, ReleaseStatus, ServiceProfile
+from relman.results import final_status
 from relman.workflows.policy import build_plan
 from relman.workflows.release import ReleaseWorkflow
 from tests.faults.support import (
@@ -119,7 +120,7 @@ async def test_server_killed_and_restarted_under_110_open_releases(tmp_path: Pat
             )
             approved = time.monotonic() - down
             finals: list[ReleaseStatus] = await asyncio.wait_for(
-                asyncio.gather(*(h.result() for h in handles.values())), 120
+                asyncio.gather(*(final_status(h) for h in handles.values())), 120
             )
 
             completed = time.monotonic() - down

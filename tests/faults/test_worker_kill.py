@@ -41,6 +41,7 @@ from relman.client import ReleaseClient
 from relman.cmdb.store import CmdbStore
 from relman.contracts import CloseCode, Gate, OperatorAction, OperatorVerb, Outcome, ReleaseStatus
 from relman.progress import describe_step
+from relman.results import final_status
 from relman.workflows.release import ReleaseWorkflow
 from tests.activities.greeter_support import example_keys
 from tests.faults.support import (
@@ -293,7 +294,9 @@ async def test_worker_killed_in_each_kind_of_activity(tmp_path: Path, pg_url: st
         second_env = env | {"TEMPORAL_ADDRESS": server.address}
         workers.append(await WorkerProcess(second_env, tmp_path / "worker-2.log").start())
         try:
-            results = await asyncio.wait_for(asyncio.gather(*(handles[s].result() for s in SERVICES)), 120)
+            results = await asyncio.wait_for(
+                asyncio.gather(*(final_status(handles[s]) for s in SERVICES)), 120
+            )
         except TimeoutError:
             phases = {s: (await handles[s].query(ReleaseWorkflow.status)).phase.value for s in SERVICES}
             raise AssertionError(f"releases unfinished: {phases}\n{workers[-1].tail(40)}") from None

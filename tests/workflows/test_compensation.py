@@ -41,6 +41,7 @@ from relman.contracts import (
     ReleaseStatus,
 )
 from relman.identity.keys import Signer
+from relman.results import final_status
 from relman.workflows.release import COMPENSATION_RETRY, ReleaseWorkflow
 from tests.activities.greeter_support import example_keys
 from tests.helpers import new_worker
@@ -109,7 +110,7 @@ class Rig:
         request = manifest(name).model_copy(update=STANDARD)
         async with new_worker(self.env.client, ReleaseWorkflow, activities=activities) as worker:
             handle = await start(self.env, worker, request)
-            final = ReleaseStatus.model_validate(await handle.result())
+            final = await final_status(handle)
         return final, handle
 
 

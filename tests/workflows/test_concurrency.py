@@ -31,6 +31,7 @@ from relman import visibility
 from relman.activities.registry import create_activities
 from relman.cmdb.store import CmdbStore
 from relman.contracts import ChangeType, CloseCode, Environment, Outcome, Phase, ReleaseStatus
+from relman.results import final_status
 from relman.workflows.release import ReleaseWorkflow
 from tests.activities.greeter_support import example_keys
 from tests.helpers import new_worker
@@ -89,8 +90,8 @@ async def test_second_release_of_a_service_waits_for_the_first_to_go_live(
         assert all(rid == first.id for rid, _, _ in deploy_records(data))
 
         # One result at a time: awaiting both with gather() stopped time skipping here (105 s, not 10 s).
-        first_final = ReleaseStatus.model_validate(await first.result())
-        second_final = ReleaseStatus.model_validate(await second.result())
+        first_final = await final_status(first)
+        second_final = await final_status(second)
 
     assert first_final.outcome is Outcome.COMPLETED, first_final.reason
     assert second_final.outcome is Outcome.COMPLETED, second_final.reason

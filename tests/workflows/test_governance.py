@@ -57,6 +57,7 @@ from relman.contracts import (
     Vote,
 )
 from relman.identity.signing import seal
+from relman.results import final_status
 from relman.workflows.release import MAX_REFUSALS, ReleaseWorkflow
 from tests import people
 from tests.helpers import assert_eventually, new_worker
@@ -489,7 +490,7 @@ async def test_the_same_signed_abort_twice_counts_once(ts_env: WorkflowEnvironme
         again = await validator_refused(handle, ReleaseWorkflow.operate, abort)
         assert again in ("the release has ended (aborted)", "already aborting (by oli)")
         await handle.signal(ReleaseWorkflow.abort, abort)
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.ABORTED
     assert [r.action.action for r in final.actions] == [OperatorVerb.ABORT]
     assert [(r.actor, r.action) for r in final.refusals] == [("oli", "abort")]
@@ -519,7 +520,7 @@ async def test_an_unsigned_request_is_refused_when_signatures_are_required(
     fake = FakeActivities()
     async with worker(ts_env, fake) as w:
         handle = await start(ts_env, w, make_request(), sign=False)
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.REJECTED
     assert final.reason == (
         "request refused: request: rita's message is not signed, and this service requires signatures"
@@ -637,7 +638,7 @@ async def test_a_delegated_vote_records_both_names_and_both_keys(ts_env: Workflo
         await vote(handle, Gate.REQUEST, "bob")
         await until(ts_env, handle, at_gate(Gate.PLAN))
         await handle.signal(ReleaseWorkflow.abort, await act(handle, OperatorVerb.ABORT, "oli", "test over"))
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
         record_history("normal_delegated_vote_aborted", await handle.fetch_history())
     delegated_votes = [a.vote for a in fake.closes[-1].approvals if a.vote.on_behalf_of]
     assert [(v.approver, v.on_behalf_of) for v in delegated_votes] == [("zoe", "alice")]
@@ -770,7 +771,7 @@ async def test_an_override_lets_exactly_one_step_through_and_is_recorded(ts_env:
         assert any(t.note == "override window by carol: fix for the outage" for t in current.history), (
             current.history
         )
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
         record_history("standard_window_overridden", await handle.fetch_history())
     assert final.outcome is Outcome.COMPLETED
     note = f"window {BLACKOUT!r} passed before allow-list by carol: fix for the outage"
@@ -795,7 +796,7 @@ async def test_an_override_at_go_live_lets_the_go_live_through(ts_env: WorkflowE
         await handle.signal(
             ReleaseWorkflow.override_window, await people.sign(override("carol", step=GO_LIVE), handle.id)
         )
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.COMPLETED
     assert [(w.step, w.override is not None) for w in final.window_waits] == [(GO_LIVE, True)]
     # Deployed inside the blackout, and the record says so.
@@ -897,7 +898,7 @@ async def test_plan_amendments_are_authorized_sound_and_visible(ts_env: Workflow
         assert await validator_refused(handle, ReleaseWorkflow.amend, late) == (
             "the plan gate is not open; a plan is amended only while it awaits approval"
         )
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.COMPLETED
     assert final.plan is not None and final.plan.acceptance.max_error_rate == 0.005
     assert [e.action for e in fake.events] == ["plan.amended"]
@@ -956,7 +957,7 @@ async def test_only_declared_change_models_are_standard(
     )
     async with worker(ts_env, fake) as w:
         handle = await start(ts_env, w, request)
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.REJECTED
     assert final.reason == f"request refused: {expected}"
     assert fake.closes[-1].close_code is CloseCode.REJECTED
@@ -972,7 +973,7 @@ async def test_a_standard_change_riskier_than_its_model_is_rejected(ts_env: Work
     fake = FakeActivities(profile=critical)
     async with worker(ts_env, fake) as w:
         handle = await start(ts_env, w, make_request(ChangeType.STANDARD))
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.REJECTED
     assert final.reason == "request refused: risk high exceeds change model config-tweak's maximum low"
 
@@ -1067,7 +1068,7 @@ async def test_every_marginal_decision_is_kept_per_stage(ts_env: WorkflowEnviron
         assert "outdated" in reason
         assert [a.vote.approver for a in second.stages[1].decisions] == ["alice"]
         await vote(handle, Gate.MARGINAL, "bob", comment="latency within budget")
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.COMPLETED_WITH_ISSUES
     decisions = {s.name: [(a.vote.approver, a.vote.comment) for a in s.decisions] for s in final.stages}
     assert decisions == {
@@ -1168,6 +1169,6 @@ async def test_an_abort_sent_with_the_start_counts(ts_env: WorkflowEnvironment) 
         _running.append(handle)
         current = await until(ts_env, handle, lambda s: s.phase is not Phase.REQUESTED)
         assert [r.reason for r in current.refusals] == []
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.ABORTED
     assert [r.action.by for r in final.actions] == ["oli"]

@@ -42,6 +42,7 @@ from relman.contracts import (
     Verdict,
     Vote,
 )
+from relman.results import final_status
 from relman.workflows.release import ReleaseWorkflow
 from tests import people
 from tests.helpers import new_worker
@@ -228,7 +229,7 @@ async def test_emergency_release_needs_ecab_now_and_cab_retro_approval(ts_env: W
         assert retro.phase is Phase.REVIEWING and retro.awaiting == ["alice", "bob", "carol", "dave"]
         await vote(handle, Gate.RETRO, "alice")
         await vote(handle, Gate.RETRO, "bob")
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
         history = await handle.fetch_history()
     assert final.outcome is Outcome.COMPLETED
     assert final.gates[Gate.RETRO].state is GateState.APPROVED
@@ -244,7 +245,7 @@ async def test_emergency_without_retro_approval_completes_with_issues(ts_env: Wo
         await vote(handle, Gate.REQUEST, "erin")
         await until(ts_env, handle, at_gate(Gate.PLAN))
         await vote(handle, Gate.PLAN, "erin")
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.COMPLETED_WITH_ISSUES
     assert final.gates[Gate.RETRO].state is GateState.EXPIRED
     assert "retro-approval expired" in final.reason
@@ -261,7 +262,7 @@ async def test_cab_rejection_ends_release_rejected(ts_env: WorkflowEnvironment) 
         await until(ts_env, handle, at_gate(Gate.REQUEST))
         await vote(handle, Gate.REQUEST, "alice")
         await vote(handle, Gate.REQUEST, "bob", Decision.REJECT, comment="no rollback tested")
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
         history = await handle.fetch_history()
     assert final.outcome is Outcome.REJECTED
     assert "no rollback tested" in final.reason
@@ -274,7 +275,7 @@ async def test_unanswered_gate_expires(ts_env: WorkflowEnvironment) -> None:
     fake = FakeActivities()
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
         handle = await start(ts_env, worker, make_request())
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.EXPIRED
     assert final.gates[Gate.REQUEST].state is GateState.EXPIRED
     assert fake.closes[-1].close_code is CloseCode.EXPIRED
@@ -292,7 +293,7 @@ async def test_an_aborted_release_withdraws_its_open_gate_and_names_its_timers(
         await handle.signal(
             ReleaseWorkflow.abort, await act(handle, OperatorVerb.ABORT, "oli", "wrong version")
         )
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
         history = await handle.fetch_history()
     assert final.outcome is Outcome.ABORTED
     request_gate = final.gates[Gate.REQUEST]
@@ -312,7 +313,7 @@ async def test_unknown_service_is_rejected_and_recorded(ts_env: WorkflowEnvironm
     fake = FakeActivities()
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
         handle = await start(ts_env, worker, make_request(service="unknown"))
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.REJECTED
     assert "UnknownService" in final.reason
     assert fake.closes[-1].outcome is Outcome.REJECTED
@@ -362,7 +363,7 @@ async def test_refused_votes_name_the_reason_and_leave_no_history(ts_env: Workfl
         assert "outdated" in await refused(handle, Gate.PLAN, "dave", approved_hash=old_hash)
         await vote(handle, Gate.PLAN, "carol")
         await vote(handle, Gate.PLAN, "dave")
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
         history = await handle.fetch_history()
     assert final.outcome is Outcome.COMPLETED
     assert [s.name for s in final.stages] == ["ten"]
@@ -400,7 +401,7 @@ async def test_failure_runs_compensations_in_reverse_exactly_once(
     fake = FakeActivities(fail_steps={fail_step})
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
         handle = await start(ts_env, worker, make_request(ChangeType.STANDARD))
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
         history = await handle.fetch_history()
     assert final.outcome is Outcome.ROLLED_BACK
     assert "injected failure" in final.reason
@@ -421,7 +422,7 @@ async def test_operator_abort_during_dark_launch_compensates(ts_env: WorkflowEnv
         await handle.signal(
             ReleaseWorkflow.abort, await act(handle, OperatorVerb.ABORT, "oli", "pager storm")
         )
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
         history = await handle.fetch_history()
     assert final.outcome is Outcome.ABORTED
     assert "oli" in final.reason and "pager storm" in final.reason
@@ -461,7 +462,7 @@ async def test_pause_holds_the_release_until_resume(ts_env: WorkflowEnvironment)
         await handle.signal(
             ReleaseWorkflow.resume, await act(handle, OperatorVerb.RESUME, "oli", "all clear")
         )
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.COMPLETED
 
 
@@ -469,7 +470,7 @@ async def test_compensation_failure_flags_the_operator(ts_env: WorkflowEnvironme
     fake = FakeActivities(fail_steps={"expose-stage-one"}, compensation_failures={"rollback-staging": 100})
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
         handle = await start(ts_env, worker, make_request(ChangeType.STANDARD))
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
         desc = await handle.describe()
     assert final.outcome is Outcome.ROLLED_BACK
     assert final.needs_operator
@@ -491,7 +492,7 @@ async def test_closed_window_at_go_live_waits_durably_then_deploys(ts_env: Workf
         desc = await handle.describe()
         assert desc.typed_search_attributes.get(visibility.RELEASE_AWAITING) == ["window"]
         assert "production" not in "".join(s for n, s in fake.calls if n == "deploy" and "production" in s)
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     times = {t.phase: t.at for t in final.history}
     assert final.outcome is Outcome.COMPLETED
     assert times[Phase.REVIEWING] - times[Phase.DEPLOYING] >= timedelta(days=2)
@@ -514,7 +515,7 @@ async def test_no_data_and_marginal_do_not_promote_on_their_own(
         assert "expose-stage-five" not in [s for _, s in fake.calls]
         assert set(waiting.awaiting) == {"alice", "bob", "carol", "dave", "erin"}
         await vote(handle, Gate.MARGINAL, "erin", comment="error budget fine")
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.COMPLETED_WITH_ISSUES
     assert final.stages[1].verdict is verdict
 
@@ -525,7 +526,7 @@ async def test_marginal_rejected_rolls_back(ts_env: WorkflowEnvironment) -> None
         handle = await start(ts_env, worker, make_request(ChangeType.STANDARD))
         await until(ts_env, handle, at_gate(Gate.MARGINAL))
         await vote(handle, Gate.MARGINAL, "alice", Decision.REJECT, comment="latency creeping up")
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.ROLLED_BACK
     assert "latency creeping up" in final.reason
     assert final.compensations == [EXPOSURE_OFF, ROLLBACK_STAGING]
@@ -535,7 +536,7 @@ async def test_failed_health_rolls_back(ts_env: WorkflowEnvironment) -> None:
     fake = FakeActivities(verdicts={"health-quarter-0": Verdict.FAIL})
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
         handle = await start(ts_env, worker, make_request(ChangeType.STANDARD))
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.ROLLED_BACK
     assert final.stages[-1].verdict is Verdict.FAIL  # the failed stage says so
     assert fake.closes[-1].failed_at is not None
@@ -565,7 +566,7 @@ async def test_search_attributes_and_details_follow_the_phase(ts_env: WorkflowEn
         timeline = await handle.query(ReleaseWorkflow.history)
         assert [t.phase for t in timeline] == [Phase.REQUESTED, Phase.AWAITING_CAB]
         await handle.signal(ReleaseWorkflow.abort, await act(handle, OperatorVerb.ABORT, "oli", "test over"))
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
     assert final.outcome is Outcome.ABORTED
 
 
@@ -587,8 +588,8 @@ async def test_second_release_of_a_service_waits_for_the_first_to_go_live(
         assert waiting.phase is Phase.TESTING
         desc = await second.describe()
         assert desc.typed_search_attributes.get(visibility.RELEASE_AWAITING) == [f"release:{first.id}"]
-        first_final = ReleaseStatus.model_validate(await first.result())
-        second_final = ReleaseStatus.model_validate(await second.result())
+        first_final = await final_status(first)
+        second_final = await final_status(second)
     assert first_final.outcome is Outcome.COMPLETED and second_final.outcome is Outcome.COMPLETED
     # Never interleaved: the second touches staging only after the first verified production.
     deploys = [s for n, s in fake.calls if n in ("deploy", "acquire_lease", "release_lease")]

@@ -42,6 +42,7 @@ from relman.contracts import (
     ReleaseStatus,
     Verdict,
 )
+from relman.results import final_status
 from relman.workflows.release import ReleaseWorkflow
 from tests.activities.greeter_support import example_keys
 from tests.helpers import new_worker
@@ -114,7 +115,7 @@ class Greeter:
         await self.approve(handle, Gate.PLAN, "carol", "dave")
 
     async def finish(self, handle: WorkflowHandle, name: str) -> ReleaseStatus:
-        final = ReleaseStatus.model_validate(await handle.result())
+        final = await final_status(handle)
         record_history(f"real_{name}", await handle.fetch_history())
         return final
 
@@ -122,7 +123,7 @@ class Greeter:
         """A normal release of `examples/releases/<name>.yaml`, approved, to its end."""
         handle = await self.start(manifest(name))
         await self.authorize(handle)
-        return ReleaseStatus.model_validate(await handle.result())
+        return await final_status(handle)
 
 
 @pytest_asyncio.fixture

@@ -1,0 +1,82 @@
+"""How a release's run ends in Temporal, and that no error in workflow code hangs a release.
+
+A failed change (rolled back, or its undo failed) ends FAILED, with the final status in the
+failure's details, so the UI's failure views find it; decisions (rejected, expired, aborted)
+end COMPLETED. Time-skipping server, test activities under the real names.
+"""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from relman import visibility
+from relman.contracts import ChangeType, CloseCode, ErrorType, Outcome, RolloutStage, ServiceProfile
+from relman.results import final_status
+from relman.workflows.release import FAILED_RUN, ReleaseWorkflow
+from tests.helpers import new_worker
+from tests.workflows.fakes import FakeActivities, make_request, profile_for
+from tests.workflows.test_release import start
+
+
+async def test_a_rolled_back_release_ends_its_run_failed_with_its_status(ts_env: WorkflowEnvironment) -> None:
+    fake = FakeActivities(fail_steps={"deploy-production"})
+    async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
+        handle = await start(ts_env, worker, make_request(ChangeType.STANDARD))
+        try:
+            await handle.result()
+            raise AssertionError("a rolled-back release completed its run")
+        except WorkflowFailureError as exc:
+            cause = exc.cause
+        final = await final_status(handle)
+        desc = await handle.describe()
+        history = await handle.fetch_history()
+    assert isinstance(cause, ApplicationError) and cause.type == ErrorType.RELEASE_FAILED
+    assert cause.non_retryable and "rolled_back" in cause.message and "injected failure" in cause.message
+    assert desc.status is WorkflowExecutionStatus.FAILED
+    assert desc.typed_search_attributes.get(visibility.RELEASE_OUTCOME) == Outcome.ROLLED_BACK
+    assert final.outcome is Outcome.ROLLED_BACK and final.release_id == handle.id
+    # The CMDB record and the compensations come first: failing the run changes nothing else.
+    assert fake.closes[-1].close_code is CloseCode.ROLLED_BACK
+    markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert sum(FAILED_RUN.encode() in m.SerializeToString() for m in markers) == 1
+
+
+async def test_a_rejected_release_completes_its_run(ts_env: WorkflowEnvironment) -> None:
+    fake = FakeActivities()
+    async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
+        handle = await start(ts_env, worker, make_request(service="unknown"))
+        final = await final_status(handle)
+        desc = await handle.describe()
+    assert final.outcome is Outcome.REJECTED
+    assert desc.status is WorkflowExecutionStatus.COMPLETED
+    assert desc.typed_search_attributes.get(visibility.RELEASE_OUTCOME) == Outcome.REJECTED
+
+
+def full_stage_profile(service: str) -> ServiceProfile:
+    """Injected fault: a catalog that slipped a 100% stage past its check (the catalog now
+    refuses one at load), so the workflow's own planning raises a plain ValueError."""
+    profile = profile_for(service)
+    return profile.model_copy(
+        update={"stages": [*profile.stages, RolloutStage(name="full", percent=100, bake_seconds=0)]}
+    )
+
+
+async def test_an_error_in_workflow_code_ends_the_release_instead_of_hanging(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    fake = FakeActivities(profile=full_stage_profile)
+    async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
+        handle = await start(ts_env, worker, make_request(ChangeType.STANDARD))
+        final = await final_status(handle, rpc_timeout=None)
+        desc = await handle.describe()
+    assert final.outcome is Outcome.ROLLED_BACK
+    assert "error in the release workflow: ValueError" in final.reason
+    assert "full is at 100%" in final.reason
+    assert final.needs_operator and final.awaiting == ["operator"]
+    # Ended, undone and recorded: the change record carries the reason.
+    assert desc.status is WorkflowExecutionStatus.FAILED
+    assert fake.closes[-1].close_code is CloseCode.UNSUCCESSFUL
+    assert "full is at 100%" in fake.closes[-1].reason
