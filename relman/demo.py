@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from relman.cli.render import Follower, follow_release
 from relman.client import ReleaseClient, load_manifest
 from relman.config import PACKAGE_ROOT, Settings, load_settings
 from relman.contracts import (
@@ -38,7 +39,6 @@ from relman.contracts import (
     Message,
     Outcome,
     Phase,
-    Refusal,
     ReleaseStatus,
     Vote,
 )
@@ -47,7 +47,6 @@ from relman.errors import RelmanError
 from relman.identity.keys import WORKER, Signer, ensure_keys
 from relman.identity.signing import seal
 from relman.observability import configure_logging
-from relman.progress import StepTicker
 
 EXAMPLES = PACKAGE_ROOT / "examples"
 FORGER = "mallory"
@@ -62,15 +61,15 @@ class DemoRelease:
     feedback: tuple[str, int, str] = ("alice", 5, "greeting reads well")
     release_id: str = ""
     status: ReleaseStatus | None = None
-    seen: int = 0
-    awaiting: str = ""
     voted: set[tuple[str, str, str]] = field(default_factory=set)
     showed_refusal: bool = False
     forge: bool = False
     """Also show a forged and an unsigned vote being refused (once, at the first open gate)."""
-    refused_seen: int = 0
-    stages_shown: set[str] = field(default_factory=set)
-    ticker: StepTicker = field(default_factory=StepTicker)
+    follower: Follower = field(init=False)
+    """What of the release was printed already (the follow loop's state)."""
+
+    def __post_init__(self) -> None:
+        self.follower = Follower(prefix=f"[{self.label}] ", compact=True)
 
 
 def demo_releases(examples: Path = EXAMPLES) -> list[DemoRelease]:
@@ -87,100 +86,73 @@ def demo_keys(keys_dir: Path, catalog: Path) -> dict[str, Signer]:
     return ensure_keys(keys_dir, [*people, WORKER, FORGER])
 
 
-def new_refusals(st: ReleaseStatus, r: DemoRelease) -> list[Refusal]:
-    """Refusals the status shows that were not printed yet (it keeps only the latest few)."""
-    new = st.refused - r.refused_seen
-    r.refused_seen = st.refused
-    return st.refusals[-new:] if new > 0 else []
-
-
-def refusal_line(r: DemoRelease, refusal: Refusal) -> str:
-    return f"[{r.label}]           refused {refusal.action} claimed by {refusal.actor}: {refusal.reason}"
-
-
 async def drive(
     client: ReleaseClient, r: DemoRelease, emit: Callable[[str], None], timeout: float = 300.0
 ) -> ReleaseStatus:
-    """Act as the CAB and the users: approve open gates, give feedback; print each change."""
+    """Act as the CAB and the users: approve open gates, give feedback. What happens is printed
+    by the follow loop `relman status --follow` uses."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     fed_back = False
-    while True:
-        st, steps = await client.progress(r.release_id)
+
+    async def act(st: ReleaseStatus) -> None:
+        nonlocal fed_back
         r.status = st
-        # New timeline entries and stage verdicts, in the order they happened (a verdict
-        # comes before the phase it leads to, even when one poll sees both).
-        news: list[tuple[datetime, int, str]] = [
-            (h.at, 1, f"{h.at.astimezone(UTC):%H:%M:%S}  {h.phase.value:<23} {h.note}".rstrip())
-            for h in st.history[r.seen :]
-        ]
-        r.seen = len(st.history)
-        for stage in st.stages:
-            if stage.verdict is not None and stage.name not in r.stages_shown:
-                r.stages_shown.add(stage.name)
-                note = f" — {stage.note}" if stage.note else ""
-                at = stage.ended_at or stage.started_at or datetime.now(UTC)
-                news.append(
-                    (at, 0, f"          stage {stage.name} ({stage.percent:g}%): {stage.verdict.value}{note}")
-                )
-        for _, _, line in sorted(news, key=lambda n: (n[0], n[1])):
-            emit(f"[{r.label}] {line}")
-        for refusal in new_refusals(st, r):
-            emit(refusal_line(r, refusal))
-        awaiting = ", ".join(st.awaiting)
-        if awaiting != r.awaiting and st.outcome is None:
-            r.awaiting = awaiting
-            if awaiting:
-                emit(f"[{r.label}]           waiting for {awaiting}")
-        if st.outcome is not None:
-            return st
-        for line in r.ticker.lines(steps, datetime.now(UTC)):
-            emit(f"[{r.label}]           {line}")
-        for gate, g in st.gates.items():
-            if g.state is not GateState.OPEN:
-                continue
-            if not r.showed_refusal:
-                # Separation of duties, shown once: the requester may not approve.
-                r.showed_refusal = True
-                try:
-                    await client.approve(r.release_id, st.request.requested_by, gate)
-                except RelmanError as exc:
-                    emit(f"[{r.label}]           {st.request.requested_by} tries to approve → {exc}")
-                if r.forge:
-                    await show_forgeries(client, r, gate, g, emit)
-            voted = {a.vote.on_behalf_of or a.vote.approver for a in g.votes}
-            approvals = sum(1 for a in g.votes if a.vote.decision is Decision.APPROVE)
-            for member in g.eligible:
-                if approvals >= g.required:
-                    break
-                key = (gate.value, g.subject_hash, member)
-                if member in voted or member == st.request.requested_by or key in r.voted:
-                    continue
-                r.voted.add(key)
-                try:
-                    after = await client.approve(
-                        r.release_id,
-                        member,
-                        gate,
-                        comment="approved by the demo",
-                        subject_hash=g.subject_hash,
-                    )
-                except RelmanError as exc:
-                    emit(f"[{r.label}]           {member} approve {gate.value} → {exc}")
-                    continue
-                approvals += 1
-                emit(
-                    f"[{r.label}]           {member} approves the {gate.value} gate "
-                    f"({approvals}/{g.required}, gate {after.state.value})"
-                )
+        await approve_open_gates(client, r, st, emit)
         if st.phase is Phase.REVIEWING and not fed_back:
             fed_back = True
             who, rating, comment = r.feedback
             await client.feedback(r.release_id, who, rating, comment)
-            emit(f"[{r.label}]           {who} gives feedback {rating}/5: {comment}")
+            emit(f"{r.follower.indent}{who} gives feedback {rating}/5: {comment}")
         if loop.time() > deadline:
             raise RelmanError(f"{r.release_id} did not finish within {timeout:.0f}s (phase {st.phase.value})")
-        await asyncio.sleep(0.3)
+
+    r.status = await follow_release(client, r.release_id, emit, interval=0.3, follower=r.follower, act=act)
+    return r.status
+
+
+async def approve_open_gates(
+    client: ReleaseClient, r: DemoRelease, st: ReleaseStatus, emit: Callable[[str], None]
+) -> None:
+    """Each open gate approved by as many eligible members as it needs (never the requester)."""
+    say = r.follower.indent
+    for gate, g in st.gates.items():
+        if g.state is not GateState.OPEN:
+            continue
+        if not r.showed_refusal:
+            # Separation of duties, shown once: the requester may not approve.
+            r.showed_refusal = True
+            try:
+                await client.approve(r.release_id, st.request.requested_by, gate)
+            except RelmanError as exc:
+                emit(f"{say}{st.request.requested_by} tries to approve → {exc}")
+            if r.forge:
+                await show_forgeries(client, r, gate, g, emit)
+        voted = {a.vote.on_behalf_of or a.vote.approver for a in g.votes}
+        approvals = sum(1 for a in g.votes if a.vote.decision is Decision.APPROVE)
+        for member in g.eligible:
+            if approvals >= g.required:
+                break
+            key = (gate.value, g.subject_hash, member)
+            if member in voted or member == st.request.requested_by or key in r.voted:
+                continue
+            r.voted.add(key)
+            try:
+                after = await client.approve(
+                    r.release_id,
+                    member,
+                    gate,
+                    comment="approved by the demo",
+                    subject_hash=g.subject_hash,
+                )
+            except RelmanError as exc:
+                emit(f"{say}{member} approve {gate.value} → {exc}")
+                continue
+            approvals += 1
+            emit(
+                f"{say}{member} approves the {gate.value} gate "
+                f"({approvals}/{g.required}, gate {after.state.value})"
+            )
 
 
 async def show_forgeries(
@@ -201,23 +173,23 @@ async def show_forgeries(
     forged = seal(vote, r.release_id, client.signer(FORGER))
     # A signal, as any Temporal client can send: no answer, the refusal lands in the status.
     await client.client.get_workflow_handle(r.release_id).signal(Message.APPROVE.value, forged)
-    emit(f"[{r.label}]           {FORGER} signs a vote as {member} with her own key and signals it")
+    emit(f"{r.follower.indent}{FORGER} signs a vote as {member} with her own key and signals it")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 15
     shown = False
     while not shown and loop.time() < deadline:
         st = await client.status(r.release_id)
-        for refusal in new_refusals(st, r):
-            emit(refusal_line(r, refusal))
-            shown = shown or refusal.actor == member
+        for line in r.follower.refusal_lines(st):
+            emit(line)
+            shown = shown or f" claimed by {member}: " in line
         if not shown:
             await asyncio.sleep(0.2)
     unsigned = ReleaseClient(client.client, client.task_queue)  # no signer: messages go unsigned
     try:
         await unsigned.decide(r.release_id, vote.model_copy(update={"comment": "unsigned"}))
-        emit(f"[{r.label}]           UNEXPECTED: an unsigned vote for {member} was accepted")
+        emit(f"{r.follower.indent}UNEXPECTED: an unsigned vote for {member} was accepted")
     except RelmanError as exc:
-        emit(f"[{r.label}]           an unsigned vote for {member} (decide update) → {exc}")
+        emit(f"{r.follower.indent}an unsigned vote for {member} (decide update) → {exc}")
 
 
 def _ports(port: int | None, ui_port: int | None) -> tuple[int, int]:

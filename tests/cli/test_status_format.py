@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from relman.cli.common import safe, ts
-from relman.cli.release import (
+from relman.cli.render import (
     describe_subject,
     follow_release,
     format_status,
@@ -49,6 +49,7 @@ from relman.contracts import (
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+NOW = T0 + timedelta(minutes=10)
 RID = "release-greeter-1.1.0"
 BOB_KEY = "0123456789abcdef"
 CAROL_KEY = "fedcba9876543210"
@@ -97,7 +98,7 @@ def status(**fields: object) -> ReleaseStatus:
 
 
 def lines_of(st: ReleaseStatus) -> list[str]:
-    return format_status(st).splitlines()
+    return format_status(st, now=NOW).splitlines()
 
 
 def test_plan_content_and_what_the_last_amendment_changed() -> None:
@@ -149,7 +150,7 @@ def test_votes_show_their_key_and_the_delegation_they_count_by() -> None:
         ],
     )
     lines = lines_of(status(gates={Gate.PLAN: gate}))
-    assert any(line.startswith("  plan      open      3/3 approvals") for line in lines)
+    assert any(line.startswith("  plan      ● open      3/3 approvals") for line in lines)
     assert f"    2025-03-01 12:00:00Z  approve  bob (key {BOB_KEY}): looks fine" in lines
     assert (
         f"    2025-03-01 12:00:00Z  approve  dave (key {DAVE_KEY}) for carol (delegated, key {CAROL_KEY})"
@@ -177,7 +178,7 @@ def test_stage_health_and_every_marginal_decision() -> None:
         ],
     )
     lines = lines_of(status(plan=plan(), stages=[stage]))
-    assert "  canary           1%  marginal 2025-03-01 12:00:00Z → 2025-03-01 12:05:00Z" in lines
+    assert "  1/2   canary           1%  ! marginal 2025-03-01 12:00:00Z → 2025-03-01 12:05:00Z (5m)" in lines
     assert (
         "    health  marginal, error rate 1.5% (max 1%), latency 320 ms (max 500 ms), "
         "1200 samples: p99 is high" in lines
@@ -211,15 +212,17 @@ def test_window_waits_and_who_overrode_them() -> None:
     lines = lines_of(status(window_waits=waits))
     i = lines.index("windows:")
     assert lines[i + 1 : i + 4] == [
-        "  stage canary held by window 'nightly' since 2025-03-01 12:00:00Z, "
-        "until 2025-03-01 14:00:00Z: blackout",
-        "  go-live held by window 'q4-freeze' since 2025-03-01 15:00:00Z, still waiting",
+        "  stage canary held by window 'nightly' since 2025-03-01 12:00:00Z: blackout; "
+        "until 2025-03-01 14:00:00Z (waited 2h)",
+        "  go-live held by window 'q4-freeze' since 2025-03-01 15:00:00Z; "
+        "still waiting, reopening unknown (re-checked hourly)",
         f"    overridden by carol (key {CAROL_KEY}): security fix",
     ]
     unnamed = WindowWait(step="canary", since=T0)
-    assert "  stage canary held by an unnamed window since 2025-03-01 12:00:00Z, still waiting" in lines_of(
-        status(window_waits=[unnamed])
-    )
+    assert (
+        "  stage canary held by an unnamed window since 2025-03-01 12:00:00Z; still waiting, "
+        "reopening unknown (re-checked hourly)"
+    ) in lines_of(status(window_waits=[unnamed]))
 
 
 def test_refusals_latest_first_with_the_total() -> None:
@@ -390,11 +393,11 @@ def test_follow_prints_awaiting_lists_and_new_refusals() -> None:
             return self.statuses.pop(0), []
 
     out: list[str] = []
-    asyncio.run(follow_release(Client(), RID, out.append, interval=0))  # type: ignore[arg-type]
+    asyncio.run(follow_release(Client(), RID, out.append, interval=0, clock=lambda: NOW))  # type: ignore[arg-type]
     assert out == [
         "2025-03-01 12:00:00Z  planning",
-        f"{'':20}  waiting for bob, carol",
-        "2025-03-01 12:00:00Z  refused: mallory abort: not an operator\\x1b[0m",
+        f"{'':20}  ⏸ waiting for bob, carol",
+        f"{'':20}  refused abort claimed by mallory: not an operator\\x1b[0m",
     ]
 
 
