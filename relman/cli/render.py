@@ -813,11 +813,18 @@ async def follow_printed(client: ReleaseClient, release_id: str) -> ReleaseStatu
 
 
 def print_status(st: ReleaseStatus, steps: Sequence[RunningStep] = ()) -> None:
-    typer.echo(format_status(st, steps, paint=Paint(color_wanted())))
+    color = color_wanted()
+    typer.echo(format_status(st, steps, paint=Paint(color)), color=color)
 
 
 def print_list(found: Sequence[ReleaseSummary]) -> None:
-    if color_wanted():
-        Console(highlight=False).print(list_table(found))
-    else:
+    if not color_wanted():
         typer.echo(format_table(found))
+        return
+    now = datetime.now(UTC)
+    # As wide as the rows need: a narrow terminal wraps them, as it does plain text, rather
+    # than rich cutting release ids short.
+    rows = [LIST_HEADER, *((text for text, _ in row) for row in list_rows(found, now))]
+    needed = max(sum(len(cell) + 1 for cell in row) for row in rows)
+    console = Console(highlight=False)
+    console.print(list_table(found, now), width=max(console.width, needed + 2 * len(LIST_HEADER)))
