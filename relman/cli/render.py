@@ -205,8 +205,9 @@ def format_status(
         lines += stage_lines(st, now, paint)
     if st.window_waits:
         lines.append("windows:")
+        holding = open_window_wait(st)
         for w in st.window_waits:
-            lines += window_wait_lines(w, now)
+            lines += window_wait_lines(w, now, holding=w is holding)
     if st.deploys:
         lines.append("deploys:")
         lines += [
@@ -464,12 +465,12 @@ def reopening(w: WindowWait, now: datetime) -> str:
     return f"reopens {ts(w.reopens)} ({relative(w.reopens, now)})"
 
 
-def window_wait_lines(w: WindowWait, now: datetime | None = None) -> list[str]:
+def window_wait_lines(w: WindowWait, now: datetime | None = None, *, holding: bool = False) -> list[str]:
     """A step held by a window: which (kind, name), why, since when, and when it reopens or
-    how long it waited; who overrode it."""
+    how long it waited; who overrode it. `holding`: the wait the release is still in."""
     now = now or datetime.now(UTC)
     reason = f": {safe(w.reason)}" if w.reason else ""
-    if w.until is not None:
+    if w.until is not None and not holding:
         end = f"until {ts(w.until)} (waited {span(w.until - w.since)})"
     else:
         end = f"still waiting, {reopening(w, now)}"
@@ -481,8 +482,13 @@ def window_wait_lines(w: WindowWait, now: datetime | None = None) -> list[str]:
 
 
 def open_window_wait(st: ReleaseStatus) -> WindowWait | None:
+    """The window wait still holding the release, if any. The workflow re-checks a closed
+    window (hourly, or when it said it reopens) and sets `until` at each check, so while the
+    release awaits `window` its last wait is the open one whatever its `until` says."""
     w = st.window_waits[-1] if st.window_waits else None
-    return w if w is not None and w.until is None and w.override is None else None
+    if w is None or w.override is not None or st.outcome is not None:
+        return None
+    return w if "window" in st.awaiting or w.until is None else None
 
 
 def wait_text(st: ReleaseStatus, now: datetime) -> str:

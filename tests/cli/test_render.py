@@ -380,3 +380,24 @@ def test_a_status_rebuilt_from_records_says_so_first() -> None:
     live = format_status(dark_launch(), now=NOW)
     assert live.startswith(f"{RID}: greeter 1.1.0") and "no worker answered" not in live
     assert "no worker answered" in format_status(dark_launch(source=StatusSource.RECORDS), paint=PLAIN)
+
+
+def test_a_window_rechecked_and_still_closed_is_still_the_one_waited_for() -> None:
+    """The workflow sets `until` at each re-check; while it awaits `window` the wait is open."""
+    wait = WindowWait(
+        step="canary",
+        window="nightly",
+        kind=WindowKind.BLACKOUT,
+        since=NOW - timedelta(hours=2),
+        until=NOW - timedelta(hours=1),
+        reopens=NOW + timedelta(minutes=40),
+    )
+    st = status(phase=Phase.DARK_LAUNCH, awaiting=["window"], window_waits=[wait])
+    lines = format_status(st, now=NOW).splitlines()
+    assert lines[lines.index("windows:") + 1].endswith("still waiting, reopens 2025-03-01 15:40:00Z (in 40m)")
+    assert wait_text(st, NOW) == (
+        "stage canary waits for blackout window 'nightly', reopens 2025-03-01 15:40:00Z (in 40m)"
+    )
+    moved_on = st.model_copy(update={"awaiting": []})
+    assert wait_text(moved_on, NOW) == ""
+    assert "until 2025-03-01 14:00:00Z (waited 1h)" in format_status(moved_on, now=NOW)
