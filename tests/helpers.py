@@ -34,14 +34,15 @@ def new_worker(
 
 
 async def assert_eventually(
-    fn: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.1
+    fn: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.1, what: str = ""
 ) -> T:
-    """Retry an async assertion until it passes or `timeout` seconds pass."""
+    """Retry an async assertion until it passes; after `timeout` seconds the last
+    AssertionError says why not (and `what` was awaited)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
             return await fn()
-        except AssertionError:
+        except AssertionError as err:
             if asyncio.get_running_loop().time() >= deadline:
-                raise
+                raise AssertionError(f"{what or 'condition'} not reached in {timeout}s: {err}") from err
         await asyncio.sleep(interval)

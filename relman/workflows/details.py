@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from relman.contracts import GateStatus, ReleaseStatus
+from relman.contracts import GateStatus, HealthReport, ReleaseStatus
 from relman.workflows import policy
 
 
 def when(at: datetime | None) -> str:
     """A deadline as people read it: UTC to the minute."""
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if at else "none"
+
+
+def health(report: HealthReport) -> str:
+    """A health report as approvers read it: the verdict, its figures, and why."""
+    figures = [f"health {report.verdict}", f"{report.samples} samples"]
+    if report.error_rate is not None:
+        figures.append(f"error rate {report.error_rate:.2%}")
+    if report.latency_ms is not None:
+        figures.append(f"latency {report.latency_ms:.0f} ms")
+    return ", ".join(figures) + (f" ({report.detail})" if report.detail else "")
 
 
 def header(status: ReleaseStatus) -> str:

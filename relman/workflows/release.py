@@ -246,9 +246,10 @@ class ReleaseWorkflow:
             return
         self._profile = self.profile.model_copy(update={"trust": fresh.trust})
 
-    async def _gate(self, gate: Gate, phase: Phase, subject_hash: str) -> None:
-        """Open a gate and wait for its decision; a rejection or expiry ends the release."""
-        status = await self._open_gate(gate, phase, subject_hash)
+    async def _gate(self, gate: Gate, phase: Phase, subject_hash: str, evidence: str = "") -> None:
+        """Open a gate and wait for its decision; a rejection or expiry ends the release.
+        `evidence` is what the approvers decide on, told to them and shown in the UI."""
+        status = await self._open_gate(gate, phase, subject_hash, evidence)
         if status.state is GateState.SKIPPED:
             return
         decided = await self._wait(
@@ -264,7 +265,7 @@ class ReleaseWorkflow:
             )
             raise _Stop(Outcome.REJECTED, f"gate {gate} rejected ({who})")
 
-    async def _open_gate(self, gate: Gate, phase: Phase, subject_hash: str) -> GateStatus:
+    async def _open_gate(self, gate: Gate, phase: Phase, subject_hash: str, evidence: str = "") -> GateStatus:
         """Every gate opens here: fresh trust, a deadline, the people told, the UI current."""
 
         def opened() -> GateStatus:
@@ -283,10 +284,11 @@ class ReleaseWorkflow:
             return status
         if self._s.phase is phase:
             self._set_awaiting(policy.waiting_for(status))
-            self._details(details.gate(status))
+            self._details("\n\n".join(filter(None, [details.gate(status), evidence])))
         else:
             self._enter(phase)
-        await self._notify(f"gate.{gate}", f"approval needed at gate {gate}", status.eligible)
+        asked = f"approval needed at gate {gate}" + (f": {evidence}" if evidence else "")
+        await self._notify(f"gate.{gate}", asked, status.eligible)
         return status
 
     def _planning(self) -> None:
@@ -378,7 +380,8 @@ class ReleaseWorkflow:
         subject = policy.stage_hash(self._s.plan_hash, stage.name)
         self._s.gates.pop(Gate.MARGINAL, None)
         try:
-            await self._gate(Gate.MARGINAL, Phase.DARK_LAUNCH, subject)
+            evidence = f"stage {stage.name} at {stage.percent:g}%: {details.health(report)}"
+            await self._gate(Gate.MARGINAL, Phase.DARK_LAUNCH, subject, evidence)
         except _Stop as stop:
             status.verdict, status.ended_at = report.verdict, workflow.now()
             raise _Stop(
@@ -412,7 +415,8 @@ class ReleaseWorkflow:
         self._run.compensations.clear()
         review_ends = workflow.now() + self.profile.review_period
         retro = await self._open_gate(Gate.RETRO, Phase.REVIEWING, self._s.request.content_hash())
-        self._details(f"review until {details.when(review_ends)}; feedback welcome")
+        review = f"review until {details.when(review_ends)}; feedback welcome"
+        self._details(f"{review}\n\n{details.gate(retro)}" if retro.state is GateState.OPEN else review)
         await self._wait(
             lambda: self._run.promote and self._retro_done(), review_ends, "review period", honour_pause=False
         )

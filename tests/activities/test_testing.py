@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from relman import contracts
 from relman.activities.testing import TestActivities, parse_junit
 from relman.contracts import AcceptanceCriteria, ErrorType, ReleasePackage
+from tests.helpers import assert_eventually
 
 from .greeter_support import Recorder, build, custom_catalog, deploy, example_catalog
 
@@ -120,19 +121,20 @@ async def test_cancellation_kills_the_suite(tmp_path: Path) -> None:
     env = Recorder()
     task = asyncio.create_task(env.run(TestActivities(catalog).run_tests, make_input(package)))
     pidfile = tmp_path / "suite.pid"
-    deadline = time.monotonic() + 10
-    while not (pidfile.exists() and pidfile.read_text()):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
-    pid = int(pidfile.read_text())
-    env.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    deadline = time.monotonic() + 5
-    while True:
+
+    async def suite_pid() -> int:
+        assert pidfile.exists() and pidfile.read_text(), "the suite has not started"
+        return int(pidfile.read_text())
+
+    async def gone() -> None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            break
-        assert time.monotonic() < deadline, "suite process survived cancellation"
-        await asyncio.sleep(0.05)
+            return
+        raise AssertionError(f"suite process {pid} survived cancellation")
+
+    pid = await assert_eventually(suite_pid, timeout=10, interval=0.05)
+    env.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await assert_eventually(gone, timeout=5, interval=0.05)

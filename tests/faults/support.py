@@ -39,6 +39,7 @@ from relman.devserver import DevServer, free_port
 from relman.identity.signing import Signable
 from relman.workflows.release import ReleaseWorkflow
 from tests import people
+from tests.helpers import assert_eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = "oli"
@@ -217,7 +218,7 @@ class WorkerProcess:
                 raise RuntimeError(f"worker exited ({self.proc.returncode}): {self.tail()}")
             assert b"worker ready" in self.log.read_bytes()[start:]
 
-        await poll(ready, timeout=timeout, what="worker ready")
+        await assert_eventually(ready, timeout=timeout, what="worker ready")
         return self
 
     def ready_count(self) -> int:
@@ -242,21 +243,6 @@ def _count_ready(log: Path) -> int:
 # --- waiting ---------------------------------------------------------------------------------
 
 
-async def poll(
-    check: Callable[[], Awaitable[Any]], *, timeout: float, interval: float = 0.05, what: str = ""
-) -> Any:
-    """Retry an async assertion until it passes; the last AssertionError says why not."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError as err:
-            if loop.time() >= deadline:
-                raise AssertionError(f"{what or 'condition'} not reached in {timeout}s: {err}") from err
-        await asyncio.sleep(interval)
-
-
 async def status(handle: WorkflowHandle[Any, Any]) -> ReleaseStatus:
     return await handle.query(ReleaseWorkflow.status)
 
@@ -269,7 +255,7 @@ async def wait_status(
         assert pred(current), f"{handle.id}: phase={current.phase} awaiting={current.awaiting}"
         return current
 
-    result: ReleaseStatus = await poll(check, timeout=timeout, interval=0.1, what=handle.id)
+    result: ReleaseStatus = await assert_eventually(check, timeout=timeout, interval=0.1, what=handle.id)
     return result
 
 

@@ -27,14 +27,13 @@ from relman.workflows.release import ReleaseWorkflow
 from tests.faults.support import (
     KillableDevServer,
     approve,
-    poll,
     profile,
     request_for,
     signal_approval,
     start_release,
     wait_status,
 )
-from tests.helpers import new_worker
+from tests.helpers import assert_eventually, new_worker
 from tests.workflows.fakes import FakeActivities
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(240)]
@@ -87,8 +86,8 @@ async def test_server_killed_and_restarted_under_110_open_releases(tmp_path: Pat
             async def all_rolling() -> None:
                 assert await count(client, f"{ours} AND ReleasePhase = 'dark_launch'") == ROLLING
 
-            await poll(all_waiting_at_cab, timeout=30, interval=0.2)
-            await poll(all_rolling, timeout=10, interval=0.2)
+            await assert_eventually(all_waiting_at_cab, timeout=30, interval=0.2)
+            await assert_eventually(all_rolling, timeout=10, interval=0.2)
 
             server.kill()
             down = time.monotonic()
@@ -109,7 +108,7 @@ async def test_server_killed_and_restarted_under_110_open_releases(tmp_path: Pat
                 at_plan = await count(client, f"{ours} AND ReleasePhase = 'awaiting_plan_approval'")
                 assert at_plan == WAITING, at_plan
 
-            await poll(all_at_plan_gate, timeout=60, interval=0.2)
+            await assert_eventually(all_at_plan_gate, timeout=60, interval=0.2)
             await asyncio.gather(
                 *(
                     signal_approval(
@@ -129,7 +128,7 @@ async def test_server_killed_and_restarted_under_110_open_releases(tmp_path: Pat
                 done = await count(client, f"{ours} AND ExecutionStatus = 'Completed'")
                 assert done == WAITING + ROLLING, done
 
-            await poll(all_completed, timeout=20, interval=0.2)
+            await assert_eventually(all_completed, timeout=20, interval=0.2)
             listed = [w async for w in client.list_workflows(f"{ours} AND WorkflowType = 'ReleaseWorkflow'")]
     finally:
         server.stop()

@@ -51,12 +51,12 @@ from tests.faults.support import (
     TcpProxy,
     WorkerProcess,
     approve,
-    poll,
     request_for,
     signed,
     start_release,
     wait_status,
 )
+from tests.helpers import assert_eventually
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(200)]
 
@@ -115,7 +115,7 @@ class EnvLock:
             except BlockingIOError:
                 raise AssertionError("the worker holds the environment lock") from None
 
-        await poll(taken, timeout=10, what="environment lock")
+        await assert_eventually(taken, timeout=10, what="environment lock")
 
     def release(self) -> None:
         with contextlib.suppress(OSError):
@@ -131,7 +131,7 @@ async def running(handle: WorkflowHandle[Any, Any], activity: str) -> None:
         states = {p.activity_type.name: p.state for p in pending}
         assert states.get(activity) == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED, states
 
-    await poll(started, timeout=30, interval=0.1, what=f"{handle.id} {activity} started")
+    await assert_eventually(started, timeout=30, interval=0.1, what=f"{handle.id} {activity} started")
 
 
 async def attempts(handle: WorkflowHandle[Any, Any], activity: str) -> list[int]:
@@ -162,7 +162,7 @@ async def operators_see_the_held_build(client: ReleaseClient, release_id: str) -
         line = describe_step(build, datetime.now(UTC))
         assert line.startswith("build_package, running ") and "attempt 1" in line, line
 
-    await poll(shown, timeout=30, interval=0.2, what=f"{release_id} build shown as running")
+    await assert_eventually(shown, timeout=30, interval=0.2, what=f"{release_id} build shown as running")
 
 
 def runs(holds: Path, name: str) -> list[str]:
@@ -229,8 +229,8 @@ async def test_worker_killed_in_each_kind_of_activity(tmp_path: Path, pg_url: st
         async def file_exists(path: Path) -> None:
             assert path.exists(), path
 
-        await poll(lambda: file_exists(holds / "build.held"), timeout=60, what="build held")
-        await poll(lambda: file_exists(holds / "unit.held"), timeout=90, what="unit suite held")
+        await assert_eventually(lambda: file_exists(holds / "build.held"), timeout=60, what="build held")
+        await assert_eventually(lambda: file_exists(holds / "unit.held"), timeout=90, what="unit suite held")
         await wait_status(handles["k-stage"], lambda s: len(s.stages) == 1, timeout=90)
         await wait_status(handles["k-golive"], lambda s: len(s.stages) == 4, timeout=120)
         await asyncio.wait_for(cmdb_reply_lost.wait(), 120)
@@ -240,8 +240,12 @@ async def test_worker_killed_in_each_kind_of_activity(tmp_path: Path, pg_url: st
                 f"{rid[service]}/expose-{step}"
             ]
 
-        await poll(lambda: exposed("k-stage", "stage-allow-list"), timeout=30, what="k-stage stage 1")
-        await poll(lambda: exposed("k-golive", "stage-quarter"), timeout=30, what="k-golive stage 4")
+        await assert_eventually(
+            lambda: exposed("k-stage", "stage-allow-list"), timeout=30, what="k-stage stage 1"
+        )
+        await assert_eventually(
+            lambda: exposed("k-golive", "stage-quarter"), timeout=30, what="k-golive stage 4"
+        )
         for service in ("k-stage", "k-golive"):
             lock = EnvLock(env_dir(service, "production"))
             locks.append(lock)
@@ -263,20 +267,22 @@ async def test_worker_killed_in_each_kind_of_activity(tmp_path: Path, pg_url: st
         for lock in locks:
             lock.release()
         package = data / "work" / rid["k-build"] / "package" / "manifest.json"
-        await poll(lambda: file_exists(package), timeout=60, what="k-build package")
-        await poll(lambda: exposed("k-stage", "stage-one-percent"), timeout=30, what="k-stage stage 2")
+        await assert_eventually(lambda: file_exists(package), timeout=60, what="k-build package")
+        await assert_eventually(
+            lambda: exposed("k-stage", "stage-one-percent"), timeout=30, what="k-stage stage 2"
+        )
         golive = env_dir("k-golive", "production")
 
         async def switched() -> None:
             assert os.readlink(golive / "current") == "1.1.0"
             assert f"{rid['k-golive']}/deploy-production" in deploy_records(golive)
 
-        await poll(switched, timeout=30, what="k-golive production switched")
+        await assert_eventually(switched, timeout=30, what="k-golive production switched")
 
         async def unit_done() -> None:
             assert any(line.startswith("done 1 ") for line in runs(holds, "unit")), runs(holds, "unit")
 
-        await poll(unit_done, timeout=60, what="unit suite done")
+        await assert_eventually(unit_done, timeout=60, what="unit suite done")
         switch_inode = os.lstat(golive / "current").st_ino
         record_at = deploy_records(golive)[f"{rid['k-golive']}/deploy-production"]["at"]
         with cmdb.engine.connect() as conn:

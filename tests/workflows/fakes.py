@@ -91,6 +91,7 @@ class FakeActivities:
     closes: list[CloseChangeInput] = field(default_factory=list)
     events: list[EventInput] = field(default_factory=list)
     evidence: list[EvidenceInput] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
     window_checks: int = 0
     blackout_until: datetime | None = None
     leases: dict[str, str] = field(default_factory=dict)
@@ -214,6 +215,7 @@ class FakeActivities:
     @activity.defn(name=Activity.NOTIFY)
     async def notify(self, n: Notification) -> None:
         self.calls.append((Activity.NOTIFY.value, n.event))
+        self.notifications.append(n)
 
     def all(self, *, cmdb: bool = True) -> list[Callable[..., Any]]:
         """Every activity; without the CMDB's when the real `CmdbActivities` join them."""

@@ -59,9 +59,10 @@ async def test_second_release_of_a_service_waits_for_the_first_to_go_live(
     store = CmdbStore(cmdb_url)
     example_keys(data)
     activities = create_activities(CATALOG, data, cmdb_url)
+    # Either may win the lease, so the second may be a lower version: allowed here on purpose.
+    standard = {"change_type": ChangeType.STANDARD, "change_model": "docs-only", "allow_downgrade": True}
     requests = [
-        manifest(name).model_copy(update={"change_type": ChangeType.STANDARD, "change_model": "docs-only"})
-        for name in ("greeter-1.1.0", "greeter-1.1.1-emergency")
+        manifest(name).model_copy(update=standard) for name in ("greeter-1.1.0", "greeter-1.1.1-emergency")
     ]
     async with new_worker(ts_env.client, ReleaseWorkflow, activities=activities) as worker:
         handles = await asyncio.gather(*(start(ts_env, worker, r) for r in requests))

@@ -514,6 +514,15 @@ async def test_no_data_and_marginal_do_not_promote_on_their_own(
         assert waiting.stages[-1].verdict is None
         assert "expose-stage-five" not in [s for _, s in fake.calls]
         assert set(waiting.awaiting) == {"alice", "bob", "carol", "dave", "erin"}
+        # What the approvers decide on: the health that opened the gate, in status, UI and message.
+        assert waiting.stages[-1].health is not None
+        assert waiting.stages[-1].health.verdict is verdict
+        evidence = f"stage one at 1%: health {verdict}, 100 samples, error rate 0.10%, latency 20 ms"
+        meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        assert evidence in meta.current_details
+        asked = [n for n in fake.notifications if n.event == "gate.marginal"]
+        assert len(asked) == 1 and evidence in asked[0].message
+        assert set(asked[0].recipients) == set(waiting.awaiting)
         await vote(handle, Gate.MARGINAL, "erin", comment="error budget fine")
         final = await final_status(handle)
     assert final.outcome is Outcome.COMPLETED_WITH_ISSUES
