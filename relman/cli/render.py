@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import typer
+from rich.cells import cell_len
 from rich.color import ColorSystem
 from rich.console import Console
 from rich.live import Live
@@ -583,13 +584,16 @@ def format_table(found: Sequence[ReleaseSummary], now: datetime | None = None) -
 def list_table(found: Sequence[ReleaseSummary], now: datetime | None = None) -> Table:
     """`relman list` for a terminal: the same cells, coloured, in a rich table."""
     now = now or datetime.now(UTC)
-    grid = Table(box=None, header_style="bold", pad_edge=False, caption_justify="left")
-    for name in LIST_HEADER:
-        grid.add_column(name, no_wrap=True)
-    for row in list_rows(found, now):
+    grid = Table(box=None, header_style="bold", pad_edge=False, caption_justify="left", expand=False)
+    rows = list_rows(found, now)
+    for i, name in enumerate(LIST_HEADER):
+        widest = max(cell_len(cell) for cell in [name, *(row[i][0] for row in rows)])
+        grid.add_column(name, no_wrap=True, min_width=widest)
+    for row in rows:
         grid.add_row(*(Text(text, style=style) for text, style in row))
     if any("window" in s.awaiting for s in found):
         grid.caption = LIST_WINDOW_NOTE
+        grid.caption_style = "dim"
     return grid
 
 
@@ -828,9 +832,9 @@ def print_list(found: Sequence[ReleaseSummary]) -> None:
         typer.echo(format_table(found))
         return
     now = datetime.now(UTC)
+    grid = list_table(found, now)
     # As wide as the rows need: a narrow terminal wraps them, as it does plain text, rather
     # than rich cutting release ids short.
-    rows = [LIST_HEADER, *((text for text, _ in row) for row in list_rows(found, now))]
-    needed = max(sum(len(cell) + 1 for cell in row) for row in rows)
+    needed = sum((c.min_width or 0) + 2 for c in grid.columns)
     console = Console(highlight=False)
-    console.print(list_table(found, now), width=max(console.width, needed + 2 * len(LIST_HEADER)))
+    Console(highlight=False, width=max(console.width, needed)).print(grid)
