@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import uuid
@@ -31,7 +32,9 @@ import pytest
 import pytest_asyncio
 import structlog
 import yaml
-from temporalio.client import Client
+from pydantic import BaseModel, ValidationError, field_validator
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
@@ -41,12 +44,22 @@ from relman.client import ReleaseClient
 from relman.cmdb.models import metadata
 from relman.cmdb.store import CmdbStore
 from relman.config import load_settings
-from relman.contracts import CloseCode, Gate, GateState, Outcome, ReleasePlan, ReleaseRequest, ReleaseStatus
-from relman.errors import RelmanError
+from relman.contracts import (
+    WORKFLOW_NAME,
+    CloseCode,
+    Gate,
+    GateState,
+    Outcome,
+    ReleasePlan,
+    ReleaseRequest,
+    ReleaseStatus,
+)
+from relman.errors import ContractError, RelmanError
 from relman.identity.keys import ensure_keys
 from relman.worker import run_worker
+from relman.workflows.release import ReleaseWorkflow
 from tests.activities.greeter_support import example_keys
-from tests.helpers import assert_eventually
+from tests.helpers import assert_eventually, new_worker
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -532,3 +545,81 @@ async def test_unreachable_cmdb_is_named(world: World) -> None:
     assert error_line(out).startswith("error: RELMAN_CMDB_URL: CMDB at sqlite:////proc/relman/cmdb.sqlite")
     await world.unchanged(before)
     assert not os.path.exists("/proc/relman")
+
+
+# --- contracts constructed in Python ------------------------------------------------------------
+
+
+def test_a_contract_built_with_bad_values_raises_one_line_relman_error() -> None:
+    with pytest.raises(RelmanError) as info:
+        ReleaseRequest(**{**GOOD, "version": "latest"})
+    err = info.value
+    assert str(err) == (
+        "invalid ReleaseRequest: version: must be a semantic version such as 2.4.1 or 2.5.0-rc.1"
+    )
+    assert "\n" not in str(err) and err.message == str(err)
+    # Still what pydantic raises, so `except ValidationError` / `except ValueError` keep working.
+    assert isinstance(err, ContractError) and isinstance(err, ValidationError) and isinstance(err, ValueError)
+    assert [e["loc"] for e in err.errors()] == [("version",)]
+
+
+def test_every_problem_is_counted_and_listed() -> None:
+    with pytest.raises(ContractError) as info:
+        ReleaseRequest(service="Not A Service", version="latest")
+    err = info.value
+    assert str(err).startswith("invalid ReleaseRequest: service: must be lower-case letters")
+    assert str(err).endswith(f"(and {err.error_count() - 1} more)") and err.error_count() >= 3
+    assert ("version",) in [e["loc"] for e in err.errors()]
+
+
+def test_nested_and_custom_errors_keep_their_field_and_message() -> None:
+    with pytest.raises(ContractError) as info:
+        ReleasePlan(**{"bogus": 1})
+    assert "\n" not in str(info.value) and str(info.value).startswith("invalid ReleasePlan: ")
+
+    class Wrapper(BaseModel):
+        request: ReleaseRequest
+
+        @field_validator("request", mode="before")
+        @classmethod
+        def _build(cls, value: Any) -> Any:
+            return ReleaseRequest(**value)  # a contract constructed inside a validator
+
+    # pydantic takes the ContractError's errors into the outer model's, with the full path.
+    with pytest.raises(ValidationError) as outer:
+        Wrapper(request={**GOOD, "version": "latest"})
+    assert [e["loc"] for e in outer.value.errors()] == [("request", "version")]
+    assert "must be a semantic version" in outer.value.errors()[0]["msg"]
+
+
+def test_validating_a_payload_still_raises_pydantics_error() -> None:
+    """Temporal's pydantic converter calls `model_validate`: its error stays a plain ValidationError,
+    the type the workflow's `failure_exception_types` names."""
+    bad = {**GOOD, "version": "latest"}
+    for attempt in (
+        lambda: ReleaseRequest.model_validate(bad),
+        lambda: ReleaseRequest.model_validate_json(json.dumps(bad)),
+    ):
+        with pytest.raises(ValidationError) as info:
+            attempt()
+        assert type(info.value) is ValidationError
+    assert ReleaseRequest(**GOOD) == ReleaseRequest.model_validate(GOOD)
+
+
+async def test_a_bad_request_from_any_client_fails_the_workflow_not_its_task(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    """A client without relman's contracts sends a dict: the workflow fails at once, naming the field."""
+    async with new_worker(ts_env.client, ReleaseWorkflow) as worker:
+        handle = await ts_env.client.start_workflow(
+            WORKFLOW_NAME,
+            {**GOOD, "version": "latest"},
+            id=new_id("raw"),
+            task_queue=worker.task_queue,
+            execution_timeout=timedelta(minutes=5),
+        )
+        with pytest.raises(WorkflowFailureError) as info:
+            await asyncio.wait_for(handle.result(), 30)
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "ValidationError"
+    assert "version" in cause.message

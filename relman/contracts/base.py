@@ -1,7 +1,7 @@
 """Typed contracts shared by the workflow, activities, CMDB and CLI.
 
-This module imports nothing of relman, so every other module may import it.
-All models are strict: unknown fields are refused and every string is bounded,
+This module imports nothing of relman but its leaf `relman.errors`, so every other module
+may import it. All models are strict: unknown fields are refused and every string is bounded,
 so bad input fails with an error naming the field before anything is recorded.
 """
 
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+
+from relman.errors import ContractError
 
 # --- names and identifiers -------------------------------------------------
 
@@ -119,9 +121,23 @@ def release_id_for(service: str, version: str) -> str:
 
 
 class Model(BaseModel):
-    """Base of every contract: strict about unknown fields, frozen where it matters."""
+    """Base of every contract: strict about unknown fields, frozen where it matters.
+
+    Constructed with bad values (`ReleaseRequest(version="latest")`), a contract raises a
+    one-line `ContractError` (a RelmanError that is still a pydantic ValidationError).
+    `model_validate` and `model_validate_json` raise pydantic's own ValidationError, as
+    Temporal's payload conversion expects.
+    """
 
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            if isinstance(exc, ContractError):
+                raise
+            raise ContractError.of(exc) from None
 
 
 # --- domain enums ----------------------------------------------------------
