@@ -691,6 +691,7 @@ class Follower:
     stages: set[str] = field(default_factory=set)
     wait_key: tuple[object, ...] = ()
     wait_shown_at: datetime | None = None
+    source: StatusSource = StatusSource.WORKFLOW
     ticker: StepTicker = field(default_factory=StepTicker)
 
     @property
@@ -701,6 +702,7 @@ class Follower:
         return f"{at.astimezone(UTC):%H:%M:%S}" if self.compact else ts(at)
 
     def lines(self, st: ReleaseStatus, steps: Sequence[RunningStep], now: datetime) -> list[str]:
+        out = self.source_lines(st)
         # A verdict comes before the phase it leads to, even when one poll sees both.
         news: list[tuple[datetime, int, str]] = [
             (h.at, 1, f"{self.prefix}{self.time(h.at)}  {h.phase.value:<24} {safe(h.note)}".rstrip())
@@ -724,12 +726,21 @@ class Follower:
                     f"  [{i}/{total}]",
                 )
             )
-        out = [line for _, _, line in sorted(news, key=lambda n: (n[0], n[1]))]
+        out += [line for _, _, line in sorted(news, key=lambda n: (n[0], n[1]))]
         out += self.refusal_lines(st)
         out += self.wait_lines(st, now)
         if st.outcome is None:
             out += [f"{self.indent}{safe(line)}" for line in self.ticker.lines(list(steps), now)]
         return out
+
+    def source_lines(self, st: ReleaseStatus) -> list[str]:
+        """A line when the answers start or stop coming from records instead of a worker."""
+        if st.source is self.source:
+            return []
+        self.source = st.source
+        if st.source is StatusSource.RECORDS:
+            return [f"{self.indent}! no worker answers: following the server's records and the CMDB"]
+        return [f"{self.indent}a worker answers again"] if self.seen else []
 
     def refusal_lines(self, st: ReleaseStatus) -> list[str]:
         """Refusals not printed yet (the status keeps only the latest: a burst shows its tail)."""

@@ -23,6 +23,7 @@ from relman.contracts import (
     ReleaseRequest,
     ReleaseStatus,
     StageStatus,
+    StatusSource,
     Verdict,
     Vote,
     WindowKind,
@@ -215,3 +216,16 @@ def test_an_act_hook_runs_after_each_poll_of_a_running_release() -> None:
         act=hook,
     )
     assert seen == [Phase.AWAITING_PLAN_APPROVAL, Phase.AWAITING_PLAN_APPROVAL]
+
+
+def test_follow_says_when_no_worker_answers_and_when_one_does_again() -> None:
+    running = waiting_for()
+    rebuilt = running.model_copy(update={"source": StatusSource.RECORDS})
+    done = running.model_copy(update={"outcome": Outcome.COMPLETED})
+    out = follow(
+        Polls((timedelta(0), running), (timedelta(seconds=1), rebuilt), (timedelta(seconds=2), done))
+    )
+    assert out[2:] == [
+        f"{INDENT}! no worker answers: following the server's records and the CMDB",
+        f"{INDENT}a worker answers again",
+    ]
