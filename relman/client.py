@@ -21,8 +21,13 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetWorkflowExecutionHistoryRequest
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -60,6 +65,7 @@ from relman.contracts import (
     ReleasePlan,
     ReleaseRequest,
     ReleaseStatus,
+    StatusSource,
     Vote,
     release_id_for,
     release_id_problem,
@@ -69,6 +75,7 @@ from relman.identity.keys import Signer
 from relman.identity.roles import change_model_problem
 from relman.identity.signing import Signable, seal
 from relman.progress import RunningStep, running_step
+from relman.recorded import REQUEST_MEMO, ServerRecord, read_cmdb, rebuild
 from relman.results import final_status
 from relman.visibility import (
     RELEASE_AWAITING,
@@ -97,6 +104,17 @@ SignerFor = Callable[[str], Signer]
 """The signer of a person by name (their key file, a test's keys, the console's provider key)."""
 
 QUERY_TIMEOUT = timedelta(seconds=15)
+LIVE_QUERY_TIMEOUT = timedelta(seconds=5)
+"""How long the `status` query waits for a worker before the status is rebuilt from records.
+A worker answers in tens of milliseconds; with none polling the query would wait 30 s."""
+POLLER_GONE = timedelta(minutes=2)
+"""A task queue whose pollers were all last seen this long ago has no worker: an idle worker
+re-polls about every minute, and the server forgets a poller only after some minutes."""
+NO_ANSWER = frozenset(
+    {RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED, RPCStatusCode.FAILED_PRECONDITION}
+)
+"""How a query with no worker to run it fails: the server's or the client's deadline
+(`Timeout expired`), or "no poller seen for task queue recently"."""
 UPDATE_TIMEOUT = timedelta(seconds=30)
 GATE_ORDER = (Gate.REQUEST, Gate.PLAN, Gate.MARGINAL, Gate.RETRO)
 TRANSIENT = frozenset({Phase.REQUESTED, Phase.PLANNING})
@@ -244,6 +262,7 @@ class ReleaseClient:
         catalog: Path | None = None,
         signer: SignerFor | None = None,
         data_dir: Path | None = None,
+        cmdb_url: str | None = None,
     ) -> None:
         """`catalog`: the worker's catalog file when this process can read it; `start` then
         refuses a service it does not declare before anything reaches Temporal. Without it the
@@ -252,6 +271,9 @@ class ReleaseClient:
         `signer`: gives the key of the person a method acts as; every request, vote, delegation,
         amendment, operator action and feedback is signed with it. Without one, messages go
         unsigned and count only where the catalog turns signatures off.
+
+        `cmdb_url`: the CMDB the worker writes; `status` reads the release's change from it
+        when no worker answers (it is never created by reading).
         """
         self.client = client
         self.task_queue = task_queue
@@ -259,6 +281,7 @@ class ReleaseClient:
         self.signer = signer
         self.data_dir = data_dir
         """Fills `{data_dir}` in the catalog's key-file paths, as for the worker."""
+        self.cmdb_url = cmdb_url
 
     @classmethod
     async def connect(
@@ -279,7 +302,12 @@ class ReleaseClient:
                 return load_signer(settings, name)
 
         return cls(
-            await connect(target_host), task_queue or settings.task_queue, catalog, signer, settings.data_dir
+            await connect(target_host),
+            task_queue or settings.task_queue,
+            catalog,
+            signer,
+            settings.data_dir,
+            settings.cmdb,
         )
 
     def _sealed(self, message: S, release_id: str, who: str) -> S:
@@ -295,7 +323,10 @@ class ReleaseClient:
 
         Refused before anything reaches Temporal: a request that is not a valid contract
         (e.g. built with `model_construct`), a release id the activities' inputs would refuse,
-        and a service the catalog (when this client can read it) does not declare.
+        and a service the catalog (when this client can read it) does not declare. Refused too
+        while another release of the same service and version runs on this task queue.
+
+        The request goes into the start memo as well, so `status` can show it with no worker.
         """
         request = self._checked(request)
         release_id = release_id or release_id_for(request.service, request.version)
@@ -304,6 +335,7 @@ class ReleaseClient:
         self._check_service(request.service)
         self._check_change_model(request)
         request = self._sealed(request, release_id, request.requested_by)
+        await self._check_not_running(request, release_id)
         try:
             await self.client.start_workflow(
                 WORKFLOW_NAME,
@@ -326,6 +358,7 @@ class ReleaseClient:
                     f"{request.title}"
                 ),
                 static_details=f"requested by {request.requested_by}, commit {request.commit}",
+                memo={REQUEST_MEMO: request},
             )
         except WorkflowAlreadyStartedError:
             raise RefusedError(
@@ -340,6 +373,34 @@ class ReleaseClient:
                 ) from None
             raise self._rpc_error(exc, release_id) from None
         return release_id
+
+    async def _check_not_running(self, request: ReleaseRequest, release_id: str) -> None:
+        """RefusedError when another release of this service and version runs on this task queue.
+
+        Visibility is eventually consistent: two starts within a second may both pass. Releases on
+        another task queue belong to another worker (catalog, CMDB, environments) and do not count.
+        """
+        query = " AND ".join(
+            [
+                f"WorkflowType = '{WORKFLOW_NAME}'",
+                f"{RELEASE_SERVICE.name} = {_quote(request.service)}",
+                f"{RELEASE_VERSION.name} = {_quote(request.version)}",
+                f"TaskQueue = {_quote(self.task_queue)}",
+                "ExecutionStatus = 'Running'",
+            ]
+        )
+        try:
+            async for wf in self.client.list_workflows(query, limit=10, rpc_timeout=QUERY_TIMEOUT):
+                if wf.id != release_id:  # the same id is refused by Temporal, with its own message
+                    since = f" since {wf.start_time:%Y-%m-%d %H:%M:%SZ}" if wf.start_time else ""
+                    raise RefusedError(
+                        f"{request.service} {request.version} is already being released as {wf.id} "
+                        f"(running{since}); wait for it to end or abort it"
+                    )
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.UNIMPLEMENTED:
+                return  # the time-skipping test server has no visibility queries
+            raise self._rpc_error(exc, release_id) from None
 
     @staticmethod
     def _checked(request: ReleaseRequest) -> ReleaseRequest:
@@ -380,7 +441,9 @@ class ReleaseClient:
     # --- reading -----------------------------------------------------------
 
     async def status(self, release_id: str) -> ReleaseStatus:
-        """The full typed state of a release (the `status` query, or the result once closed)."""
+        """The full typed state of a release: the `status` query (or the result once closed), or,
+        when no worker answers, the status rebuilt from the server's and the CMDB's records
+        (`source` is then `StatusSource.RECORDS`; see `relman.recorded`)."""
         status, _ = await self._read(release_id, with_steps=False)
         return status
 
@@ -397,25 +460,119 @@ class ReleaseClient:
                 # A closed run's status is its result (or, for a failed change, in its failure).
                 with contextlib.suppress(WorkflowFailureError):
                     return await final_status(handle, rpc_timeout=QUERY_TIMEOUT), []
-            status = await handle.query(
-                Message.STATUS.value, result_type=ReleaseStatus, rpc_timeout=QUERY_TIMEOUT
-            )
         except RPCError as exc:
-            if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
-                raise RelmanError(
-                    f"no worker answered for {release_id} within {QUERY_TIMEOUT.seconds}s; "
-                    "is `relman worker` running on this task queue?"
-                ) from None
             raise self._rpc_error(exc, release_id) from None
-        except (WorkflowQueryRejectedError, WorkflowQueryFailedError) as exc:
-            raise RelmanError(f"{release_id}: status query failed: {exc}") from None
+        steps = await self._steps(desc) if with_steps else []
+        why = await self._no_worker(desc)
+        if why is None:
+            try:
+                status = await handle.query(
+                    Message.STATUS.value, result_type=ReleaseStatus, rpc_timeout=LIVE_QUERY_TIMEOUT
+                )
+                return status, steps
+            except RPCError as exc:
+                if exc.status not in NO_ANSWER:
+                    raise self._rpc_error(exc, release_id) from None
+                why = (
+                    f"no worker answered within {LIVE_QUERY_TIMEOUT.seconds}s"
+                    if exc.status != RPCStatusCode.FAILED_PRECONDITION
+                    else f"the server answered: {exc.message}"
+                )
+            except WorkflowQueryFailedError as exc:
+                why = f"the status query failed: {str(exc).splitlines()[0] if str(exc) else 'no reason'}"
+            except WorkflowQueryRejectedError as exc:
+                raise RelmanError(f"{release_id}: status query failed: {exc}") from None
+        return await self._from_records(desc, why), steps
+
+    async def _steps(self, desc: WorkflowExecutionDescription) -> list[RunningStep]:
+        """The pending activities with their last heartbeat (the server keeps them: no worker needed)."""
         steps = []
-        for info in desc.raw_description.pending_activities if with_steps else ():
+        for info in desc.raw_description.pending_activities:
             details = info.heartbeat_details.payloads
             decoded = await self.client.data_converter.decode(details) if details else []
             last = decoded[-1] if decoded else {}
             steps.append(running_step(info, last if isinstance(last, dict) else {"detail": last}))
-        return status, steps
+        return steps
+
+    async def _no_worker(self, desc: WorkflowExecutionDescription) -> str | None:
+        """Why no worker can answer a query now, when the server's task queue says so; None when
+        one may (then the query's deadline decides)."""
+        queue = desc.task_queue
+        try:
+            answer = await self.client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=self.client.namespace,
+                    task_queue=TaskQueue(name=queue),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                ),
+                retry=True,
+                timeout=QUERY_TIMEOUT,
+            )
+        except RPCError:
+            return None  # e.g. the time-skipping test server cannot describe task queues
+        if not answer.pollers:
+            return f"no worker polls task queue {queue}"
+        now = datetime.now(UTC)
+        last = max(p.last_access_time.ToDatetime(UTC) for p in answer.pollers)
+        if now - last > POLLER_GONE:
+            return f"no worker has polled task queue {queue} since {last:%Y-%m-%d %H:%M:%SZ}"
+        return None
+
+    async def _from_records(self, desc: WorkflowExecutionDescription, why: str) -> ReleaseStatus:
+        """The status rebuilt from the description, search attributes, memo and the CMDB."""
+        attrs = desc.typed_search_attributes
+        execution = desc.status.name if desc.status else "UNKNOWN"
+        server = ServerRecord(
+            release_id=desc.id,
+            execution=execution,
+            started_at=desc.start_time,
+            closed_at=desc.close_time,
+            cancel_requested=desc.raw_description.workflow_extended_info.cancel_requested,
+            phase=attrs.get(RELEASE_PHASE) or "",
+            awaiting=list(attrs.get(RELEASE_AWAITING) or []),
+            outcome=attrs.get(RELEASE_OUTCOME) or "",
+            risk=attrs.get(RELEASE_RISK) or "",
+            request=await self._recorded_request(desc),
+            close_reason=await self._close_reason(desc) if desc.close_time is not None else "",
+        )
+        cmdb = await asyncio.to_thread(read_cmdb, self.cmdb_url, desc.id)
+        return rebuild(server, cmdb, why)
+
+    async def _recorded_request(self, desc: WorkflowExecutionDescription) -> ReleaseRequest | None:
+        """The request from the start memo, else from the workflow's start input; None if neither
+        decodes (the CMDB's change record is the last resort)."""
+        with contextlib.suppress(Exception):
+            memo = await desc.memo()
+            if REQUEST_MEMO in memo:
+                return ReleaseRequest.model_validate(memo[REQUEST_MEMO])
+        with contextlib.suppress(Exception):
+            history = await self.client.workflow_service.get_workflow_execution_history(
+                GetWorkflowExecutionHistoryRequest(
+                    namespace=self.client.namespace,
+                    execution=WorkflowExecution(workflow_id=desc.id, run_id=desc.run_id),
+                    maximum_page_size=1,
+                ),
+                retry=True,
+                timeout=QUERY_TIMEOUT,
+            )
+            started = history.history.events[0].workflow_execution_started_event_attributes
+            values = await self.client.data_converter.decode(started.input.payloads, [ReleaseRequest])
+            if values and isinstance(values[0], ReleaseRequest):
+                return values[0]
+        return None
+
+    async def _close_reason(self, desc: WorkflowExecutionDescription) -> str:
+        """Why a closed execution ended (termination reason, failure), from its close event."""
+        handle = self.client.get_workflow_handle(desc.id, run_id=desc.run_id, result_type=ReleaseStatus)
+        try:
+            await handle.result(follow_runs=False, rpc_timeout=QUERY_TIMEOUT)
+        except WorkflowFailureError as exc:
+            cause = exc.cause
+            text = str(getattr(cause, "message", "") or cause or "").strip()
+            return text.splitlines()[0][:300] if text else ""
+        except Exception:  # a reason is a nicety: the status stands without it
+            return ""
+        return ""
 
     async def result(self, release_id: str, timeout: float | None = None) -> ReleaseStatus:
         """Wait for a release to end and return its final status."""
@@ -434,19 +591,31 @@ class ReleaseClient:
         timeout: float = 60.0,
         interval: float = 0.25,
     ) -> ReleaseStatus:
-        """Poll `status` until `predicate` holds; RelmanError after `timeout` seconds."""
+        """Poll `status` until `predicate` holds; RelmanError after `timeout` seconds.
+
+        Only the workflow's own answer counts: a status rebuilt from records lacks gates, plan
+        and stages, so a predicate on them would never hold (or hold on partial data)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             status = await self.status(release_id)
-            if predicate(status):
+            live = status.source is StatusSource.WORKFLOW
+            if live and predicate(status):
                 return status
             if loop.time() >= deadline:
                 raise RelmanError(
                     f"{release_id} did not reach the expected state within {timeout:.0f}s "
                     f"(phase {status.phase.value}, awaiting {', '.join(status.awaiting) or '-'})"
+                    + ("" if live else f"; {_records_note(status)}")
                 )
             await asyncio.sleep(interval)
+
+    async def _live_status(self, release_id: str) -> ReleaseStatus:
+        """The workflow's own status, for what needs its gates or plan; RelmanError without a worker."""
+        status = await self.status(release_id)
+        if status.source is not StatusSource.WORKFLOW:
+            raise RelmanError(f"{release_id}: {_records_note(status)}; is `relman worker` running?")
+        return status
 
     async def list(
         self,
@@ -619,7 +788,7 @@ class ReleaseClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GATE_WAIT
         while True:
-            status = await self.status(release_id)
+            status = await self._live_status(release_id)
             present = (gate in status.gates) if gate else _open_gate(status) is not None
             if present or status.phase not in TRANSIENT or status.outcome or loop.time() > deadline:
                 return status
@@ -650,7 +819,7 @@ class ReleaseClient:
         Without `window` and `step`, the ones the release waits on now are named (and signed).
         """
         if window is None or step is None:
-            status = await self.status(release_id)
+            status = await self._live_status(release_id)
             waiting = next((w for w in reversed(status.window_waits) if w.until is None), None)
             if waiting is None:
                 raise RefusedError(f"{release_id} is not waiting for a deployment window")
@@ -685,7 +854,7 @@ class ReleaseClient:
         The amendment is the next revision of the plan the release holds now; the answer is
         the plan that votes now bind to.
         """
-        status = await self.status(release_id)
+        status = await self._live_status(release_id)
         if status.plan is None:
             raise RefusedError(f"{release_id} has no plan yet (phase {status.phase.value})")
         plan = plan.model_copy(update={"revision": status.plan.revision + 1})
@@ -721,6 +890,13 @@ def _open_gate(status: ReleaseStatus) -> Gate | None:
         if g is not None and g.state == GateState.OPEN:
             return gate
     return None
+
+
+def _records_note(status: ReleaseStatus) -> str:
+    """Why a status came from records: `no worker answered (...)`."""
+    prefix = "status rebuilt from records: "
+    why = next((i.removeprefix(prefix) for i in status.issues if i.startswith(prefix)), "")
+    return f"no worker answered ({why})" if why else "no worker answered"
 
 
 def _quote(value: str) -> str:
