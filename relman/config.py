@@ -1,5 +1,13 @@
 """relman's settings (RELMAN_* variables) and the one way to connect to Temporal.
 
+Defaults, said once (the worker logs what it uses when it starts):
+- the catalog is RELMAN_CATALOG; unset, `./catalog.yaml` in the current directory; and only
+  when run inside relman's own source checkout without one, the checkout's
+  `examples/catalog.yaml`. Anywhere else there is no default catalog: the worker refuses to
+  start, naming RELMAN_CATALOG, and the client checks service names on the worker only.
+- the data directory (SQLite CMDB, environments, flags, packages, keys) is RELMAN_DATA_DIR;
+  unset, `./.relman` in the current directory.
+
 The Temporal connection is configured the Temporal way: `temporal.toml` profiles,
 `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, `TEMPORAL_TLS*`
 (read by `temporalio.envconfig`). Everything relman-specific lives in `Settings`.
@@ -47,10 +55,28 @@ TEMPORAL_ENV_VARS = frozenset(
 """Variables `temporalio.envconfig` reads (docker-compose is checked against them)."""
 
 
-def _default_catalog() -> Path:
-    # The example catalog relative to the working directory, else to the source checkout.
-    here = Path("examples/catalog.yaml")
-    return here if here.exists() else PACKAGE_ROOT / "examples" / "catalog.yaml"
+CATALOG_FILE = "catalog.yaml"
+"""The catalog's file name in the current directory when RELMAN_CATALOG is unset."""
+EXAMPLE_CATALOG = PACKAGE_ROOT / "examples" / CATALOG_FILE
+"""The example catalog: the default only inside relman's own source checkout."""
+
+
+def in_checkout(directory: Path) -> bool:
+    """Whether `directory` is relman's source checkout or inside it (not an installed package)."""
+    directory = directory.resolve()
+    inside = directory == PACKAGE_ROOT or PACKAGE_ROOT in directory.parents
+    return inside and (PACKAGE_ROOT / "pyproject.toml").is_file() and EXAMPLE_CATALOG.is_file()
+
+
+def default_catalog(cwd: Path | None = None) -> Path:
+    """The catalog when RELMAN_CATALOG is unset: `./catalog.yaml` if there is one, else the
+    checkout's example when `cwd` is inside the checkout, else `./catalog.yaml` (missing:
+    `Settings.require_catalog` says so)."""
+    cwd = (cwd or Path.cwd()).resolve()
+    here = cwd / CATALOG_FILE
+    if not here.is_file() and in_checkout(cwd):
+        return EXAMPLE_CATALOG
+    return here
 
 
 class Settings(BaseSettings):
@@ -58,10 +84,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RELMAN_", env_file=".env", extra="ignore")
 
-    catalog: Path = Field(default_factory=_default_catalog)
-    """Service catalog (YAML): commands, environments and CAB roster per service."""
+    catalog: Path = Field(default_factory=default_catalog)
+    """Service catalog (YAML): commands, environments and CAB roster per service; unset,
+    `./catalog.yaml`, or inside relman's checkout its `examples/catalog.yaml`."""
     data_dir: Path = Path(".relman")
-    """Where the SQLite CMDB, environments, flags and packages live by default."""
+    """Where the SQLite CMDB, environments, flags and packages live by default; unset,
+    `./.relman` in the current directory."""
     keys_dir: Path = Field(default=None, validate_default=True)
     """Private keys (`<name>.key`, mode 0600) and their `.pub` files; default `<data_dir>/keys`."""
     evidence_key: Path = Field(default=None, validate_default=True)
@@ -154,10 +182,38 @@ class Settings(BaseSettings):
         """The CMDB URL to use: the configured one or SQLite under the data dir."""
         return self.cmdb_url or f"sqlite:///{self.data_dir / 'cmdb.sqlite'}"
 
+    @property
+    def catalog_source(self) -> str:
+        """How the catalog was chosen, for the worker's start-up line and error messages."""
+        if "catalog" in self.model_fields_set:
+            return "RELMAN_CATALOG"
+        if self.catalog == EXAMPLE_CATALOG:
+            return "the checkout's example (RELMAN_CATALOG unset, no ./catalog.yaml)"
+        return "./catalog.yaml (RELMAN_CATALOG unset)"
+
+    @property
+    def data_dir_source(self) -> str:
+        if "data_dir" in self.model_fields_set:
+            return "RELMAN_DATA_DIR"
+        return "./.relman (RELMAN_DATA_DIR unset)"
+
+    @property
+    def new_sqlite_cmdb(self) -> Path | None:
+        """The SQLite file the CMDB would be created in (none there yet), else None."""
+        if self.cmdb_url is not None:
+            return None
+        path = self.data_dir / "cmdb.sqlite"
+        return None if path.exists() else path
+
     def require_catalog(self) -> Path:
         """The catalog path, or a ConfigError naming RELMAN_CATALOG when it is missing."""
         if not self.catalog.is_file():
-            raise ConfigError(f"RELMAN_CATALOG: {self.catalog} does not exist")
+            if "catalog" in self.model_fields_set:
+                raise ConfigError(f"RELMAN_CATALOG: {self.catalog} does not exist")
+            raise ConfigError(
+                f"RELMAN_CATALOG: not set, and there is no {self.catalog}; "
+                "set it to your service catalog file"
+            )
         return self.catalog
 
 

@@ -129,6 +129,7 @@ async def run_worker(
 ) -> None:
     """Run until SIGTERM/SIGINT (or `stop`), then shut down gracefully."""
     settings = settings or load_settings()
+    log_configuration(settings)
     activities = load_activities(settings)
     interceptors = list(worker_interceptors(settings))
     if client is None:
@@ -157,6 +158,8 @@ async def run_worker(
                 task_queue=settings.task_queue,
                 activity_task_queue=settings.activity_task_queue,
                 activities=len(activities),
+                catalog=str(settings.catalog),
+                data_dir=str(settings.data_dir),
                 cmdb=_redact(settings.cmdb),
                 metrics=(
                     f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
@@ -176,6 +179,24 @@ async def run_worker(
                     loop.remove_signal_handler(sig)
         shutdown_tracing()
     log.info("worker stopped")
+
+
+def log_configuration(settings: Settings) -> None:
+    """Say which catalog, data directory and CMDB this worker uses, and how each was chosen."""
+    log.info(
+        "worker configuration",
+        catalog=str(settings.catalog),
+        catalog_from=settings.catalog_source,
+        data_dir=str(settings.data_dir),
+        data_dir_from=settings.data_dir_source,
+        cmdb=_redact(settings.cmdb),
+    )
+    if (new := settings.new_sqlite_cmdb) is not None:
+        log.warning(
+            "no CMDB here yet: a new, empty one will be created",
+            cmdb=str(new),
+            hint="to use an existing CMDB, set RELMAN_DATA_DIR or RELMAN_CMDB_URL",
+        )
 
 
 def _redact(url: str) -> str:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from relman.config import DEFAULT_TEMPORAL_ADDRESS, load_settings, temporal_connect_config
+from relman.config import (
+    DEFAULT_TEMPORAL_ADDRESS,
+    EXAMPLE_CATALOG,
+    PACKAGE_ROOT,
+    load_settings,
+    temporal_connect_config,
+)
 from relman.contracts import TASK_QUEUE
 from relman.errors import ConfigError
 
@@ -26,9 +34,88 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.task_queue == TASK_QUEUE
     assert s.data_dir == tmp_path.resolve() / ".relman"
     assert s.cmdb == f"sqlite:///{tmp_path.resolve() / '.relman' / 'cmdb.sqlite'}"
-    # Outside the checkout the example catalog is still found (relative to the package).
-    assert s.catalog.name == "catalog.yaml" and s.catalog.parent.name == "examples"
     assert s.activity_task_queue is None and s.metrics_port is None
+
+
+def test_outside_the_checkout_there_is_no_default_catalog(tmp_path: Path) -> None:
+    """Run from another directory, the example catalog is never picked up silently."""
+    s = load_settings()
+    assert s.catalog == tmp_path.resolve() / "catalog.yaml" and not s.catalog.exists()
+    assert s.catalog_source == "./catalog.yaml (RELMAN_CATALOG unset)"
+    with pytest.raises(ConfigError) as info:
+        s.require_catalog()
+    assert str(info.value) == (
+        f"RELMAN_CATALOG: not set, and there is no {tmp_path.resolve() / 'catalog.yaml'}; "
+        "set it to your service catalog file"
+    )
+
+
+def test_a_catalog_in_the_current_directory_is_the_default(tmp_path: Path) -> None:
+    (tmp_path / "catalog.yaml").write_text("services: {}\n")
+    s = load_settings()
+    assert s.catalog == tmp_path.resolve() / "catalog.yaml" and s.require_catalog() == s.catalog
+    assert s.catalog_source == "./catalog.yaml (RELMAN_CATALOG unset)"
+    assert s.data_dir_source == "./.relman (RELMAN_DATA_DIR unset)"
+
+
+def test_inside_the_checkout_the_example_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PACKAGE_ROOT / "relman")
+    s = load_settings()
+    assert s.catalog == EXAMPLE_CATALOG and s.catalog.is_file()
+    assert s.catalog_source.startswith("the checkout's example")
+    # ... unless that directory has its own catalog.yaml: the current directory comes first.
+    monkeypatch.chdir(PACKAGE_ROOT / "examples")
+    assert load_settings().catalog == EXAMPLE_CATALOG
+
+
+def test_relman_catalog_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "catalog.yaml").write_text("services: {}\n")
+    other = tmp_path / "elsewhere.yaml"
+    monkeypatch.setenv("RELMAN_CATALOG", str(other))
+    monkeypatch.setenv("RELMAN_DATA_DIR", str(tmp_path / "d"))
+    s = load_settings()
+    assert s.catalog == other and s.catalog_source == "RELMAN_CATALOG"
+    assert s.data_dir_source == "RELMAN_DATA_DIR"
+
+
+def run_worker_process(cwd: Path, **env: str) -> str:
+    """`python -m relman.worker` in `cwd` with Temporal unreachable: its log until it gives up."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RELMAN_", "TEMPORAL_"))}
+    clean.update(TEMPORAL_ADDRESS="127.0.0.1:1", RELMAN_LOG_FORMAT="console", **env)
+    done = subprocess.run(
+        [sys.executable, "-m", "relman.worker"],
+        cwd=cwd,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def test_the_worker_says_which_catalog_and_cmdb_it_uses(tmp_path: Path) -> None:
+    from tests.activities.greeter_support import example_keys
+
+    example_keys(tmp_path / ".relman")
+    out = run_worker_process(tmp_path, RELMAN_CATALOG=str(EXAMPLE_CATALOG))
+    assert "worker configuration" in out
+    assert f"catalog={EXAMPLE_CATALOG}" in out and "catalog_from=RELMAN_CATALOG" in out
+    assert f"data_dir={tmp_path.resolve() / '.relman'}" in out
+    # A worker started in another directory says it is about to start a second, empty CMDB.
+    assert "no CMDB here yet: a new, empty one will be created" in out
+    assert str(tmp_path.resolve() / ".relman" / "cmdb.sqlite") in out
+    assert "cannot reach Temporal" in out
+
+    again = run_worker_process(tmp_path, RELMAN_CATALOG=str(EXAMPLE_CATALOG))
+    assert "no CMDB here yet" not in again, "the second start finds the CMDB the first made"
+
+
+def test_the_worker_without_a_catalog_says_where_it_looked(tmp_path: Path) -> None:
+    out = run_worker_process(tmp_path)
+    assert f"catalog={tmp_path.resolve() / 'catalog.yaml'}" in out
+    assert "RELMAN_CATALOG: not set, and there is no" in out
+    assert not (tmp_path / ".relman" / "cmdb.sqlite").exists(), "nothing created before refusing"
 
 
 def test_values_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
