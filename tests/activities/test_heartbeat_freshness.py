@@ -32,8 +32,8 @@ from .greeter_support import build, custom_catalog
 pytestmark = pytest.mark.timeout(120)
 
 SUITE_SECONDS = 10
-MAX_AGE = 4.0
-"""Seconds: the 2 s throttle, the runner's 1 s heartbeat interval, and polling slack."""
+MAX_AGE = 5.0
+"""Seconds: the 2 s throttle, the runner's 1 s heartbeat interval, and slack for a busy machine."""
 
 SLOW_SUITE = f"""
 import sys, time
