@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetWorkflowExecutionHistoryRequest
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -42,6 +41,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.converter import decode_typed_search_attributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -522,6 +522,7 @@ class ReleaseClient:
         """The status rebuilt from the description, search attributes, memo and the CMDB."""
         attrs = desc.typed_search_attributes
         execution = desc.status.name if desc.status else "UNKNOWN"
+        started_with, phases, cancel_at = await self._history(desc)
         server = ServerRecord(
             release_id=desc.id,
             execution=execution,
@@ -532,33 +533,53 @@ class ReleaseClient:
             awaiting=list(attrs.get(RELEASE_AWAITING) or []),
             outcome=attrs.get(RELEASE_OUTCOME) or "",
             risk=attrs.get(RELEASE_RISK) or "",
-            request=await self._recorded_request(desc),
+            request=await self._memo_request(desc) or started_with,
+            phases=phases,
+            cancel_requested_at=cancel_at,
             close_reason=await self._close_reason(desc) if desc.close_time is not None else "",
         )
         cmdb = await asyncio.to_thread(read_cmdb, self.cmdb_url, desc.id)
         return rebuild(server, cmdb, why)
 
-    async def _recorded_request(self, desc: WorkflowExecutionDescription) -> ReleaseRequest | None:
-        """The request from the start memo, else from the workflow's start input; None if neither
-        decodes (the CMDB's change record is the last resort)."""
+    async def _history(
+        self, desc: WorkflowExecutionDescription
+    ) -> tuple[ReleaseRequest | None, list[tuple[datetime, str]], datetime | None]:
+        """From the event history, which the server keeps (no worker needed): the start input,
+        each `ReleasePhase` the workflow published with its time, and when a cancel was asked.
+        What could not be read is left out: the status stands without it."""
+        request: ReleaseRequest | None = None
+        phases: list[tuple[datetime, str]] = []
+        cancel_at: datetime | None = None
+        handle = self.client.get_workflow_handle(desc.id, run_id=desc.run_id)
+        with contextlib.suppress(Exception):
+            async for event in handle.fetch_history_events(rpc_timeout=QUERY_TIMEOUT):
+                at = event.event_time.ToDatetime(UTC)
+                if event.HasField("workflow_execution_started_event_attributes"):
+                    started = event.workflow_execution_started_event_attributes
+                    with contextlib.suppress(Exception):
+                        decoded = await self.client.data_converter.decode(
+                            started.input.payloads, [ReleaseRequest]
+                        )
+                        request = decoded[0] if isinstance(decoded[0], ReleaseRequest) else None
+                    fields = started.search_attributes
+                elif event.HasField("upsert_workflow_search_attributes_event_attributes"):
+                    fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+                elif event.HasField("workflow_execution_cancel_requested_event_attributes"):
+                    cancel_at = cancel_at or at
+                    continue
+                else:
+                    continue
+                phase = decode_typed_search_attributes(fields).get(RELEASE_PHASE)
+                if phase:
+                    phases.append((at, phase))
+        return request, phases, cancel_at
+
+    async def _memo_request(self, desc: WorkflowExecutionDescription) -> ReleaseRequest | None:
+        """The request `start` put in the memo; None for releases started without it."""
         with contextlib.suppress(Exception):
             memo = await desc.memo()
             if REQUEST_MEMO in memo:
                 return ReleaseRequest.model_validate(memo[REQUEST_MEMO])
-        with contextlib.suppress(Exception):
-            history = await self.client.workflow_service.get_workflow_execution_history(
-                GetWorkflowExecutionHistoryRequest(
-                    namespace=self.client.namespace,
-                    execution=WorkflowExecution(workflow_id=desc.id, run_id=desc.run_id),
-                    maximum_page_size=1,
-                ),
-                retry=True,
-                timeout=QUERY_TIMEOUT,
-            )
-            started = history.history.events[0].workflow_execution_started_event_attributes
-            values = await self.client.data_converter.decode(started.input.payloads, [ReleaseRequest])
-            if values and isinstance(values[0], ReleaseRequest):
-                return values[0]
         return None
 
     async def _close_reason(self, desc: WorkflowExecutionDescription) -> str:

@@ -73,6 +73,9 @@ class ServerRecord:
     risk: str = ""
     request: ReleaseRequest | None = None
     """From the start memo, else the workflow's start input."""
+    phases: list[tuple[datetime, str]] = field(default_factory=list)
+    """Each `ReleasePhase` value the workflow published, with its time (from the event history)."""
+    cancel_requested_at: datetime | None = None
     close_reason: str = ""
     """Why the execution closed when relman's close did not run (termination reason, failure)."""
 
@@ -158,11 +161,14 @@ def rebuild(server: ServerRecord, cmdb: CmdbRecord, why: str) -> ReleaseStatus:
             + " before relman closed the release: no outcome recorded"
             + (f"; the CMDB change is still {change.status}" if change else "")
         )
-    elif server.cancel_requested:
+    elif server.cancel_requested or server.cancel_requested_at is not None:
         awaiting = []
+        at = server.cancel_requested_at
         reason = (
-            "cancelled (temporal workflow cancel), but no worker has run the release since: "
-            "no outcome recorded yet; compensations and the CMDB close run once a worker polls"
+            "cancelled (temporal workflow cancel)"
+            + (f" at {at:%Y-%m-%d %H:%M:%SZ}" if at else "")
+            + ", but no worker has run the release since: no outcome recorded yet; "
+            "compensations and the CMDB close run once a worker polls"
         )
     if reason and outcome is None:
         issues.append(reason)
@@ -199,33 +205,63 @@ def rebuild(server: ServerRecord, cmdb: CmdbRecord, why: str) -> ReleaseStatus:
 def _timeline(
     server: ServerRecord, cmdb: CmdbRecord, phase: Phase, outcome: Outcome | None
 ) -> list[PhaseTransition]:
-    """What happened when, as the server and the CMDB recorded it, oldest first."""
-    entries: list[PhaseTransition] = []
-    if server.started_at is not None:
-        entries.append(PhaseTransition(phase=Phase.REQUESTED, at=server.started_at, note="workflow started"))
+    """What happened when, as the server and the CMDB recorded it, oldest first: the phases as
+    the workflow published them (from the event history), and the CMDB's rows in the phase in
+    which they happened."""
+    published = _published(server)
+    records: list[PhaseTransition] = []
+    if not published and server.started_at is not None:
+        records.append(PhaseTransition(phase=Phase.REQUESTED, at=server.started_at, note="workflow started"))
     for row in cmdb.audit:
         entry = _audit_entry(row, phase)
         if entry is not None:
-            entries.append(entry)
+            records.append(entry)
     for a in cmdb.change.approvals if cmdb.change else []:
         verb = "approved" if a.decision == Decision.APPROVE.value else "rejected"
         who = a.approver + (f" for {a.on_behalf_of}" if a.on_behalf_of else "")
-        entries.append(
+        records.append(
             PhaseTransition(
                 phase=GATE_PHASE.get(a.gate, phase),
                 at=a.at,
                 note=_short(f"{a.gate} gate {verb} by {who}" + (f": {a.comment}" if a.comment else "")),
             )
         )
+    if server.cancel_requested_at is not None:
+        records.append(
+            PhaseTransition(
+                phase=phase, at=server.cancel_requested_at, note="cancel requested (temporal workflow cancel)"
+            )
+        )
+    if published:
+        records = [r.model_copy(update={"phase": _phase_at(published, r.at, r.phase)}) for r in records]
     if server.closed_at is not None and outcome is None:
-        entries.append(
+        records.append(
             PhaseTransition(
                 phase=Phase.CLOSED, at=server.closed_at, note=f"workflow {server.execution.lower()}"
             )
         )
-    # When the current phase began is not recorded: the timeline says only what the records do.
-    entries.sort(key=lambda e: e.at)
+    # Stable sort: at the same instant the published phase comes before what happened in it.
+    return sorted(published + records, key=lambda e: e.at)
+
+
+def _published(server: ServerRecord) -> list[PhaseTransition]:
+    """Each change of the `ReleasePhase` search attribute, at the time the workflow set it."""
+    entries: list[PhaseTransition] = []
+    for at, value in server.phases:
+        phase = _enum(Phase, value)
+        if phase is None or (entries and entries[-1].phase is phase):
+            continue
+        entries.append(PhaseTransition(phase=phase, at=at, note="" if entries else "workflow started"))
     return entries
+
+
+def _phase_at(published: list[PhaseTransition], at: datetime, default: Phase) -> Phase:
+    current = default
+    for entry in published:
+        if entry.at > at:
+            break
+        current = entry.phase
+    return current
 
 
 def _audit_entry(row: AuditEntry, phase: Phase) -> PhaseTransition | None:

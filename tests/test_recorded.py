@@ -154,3 +154,36 @@ def test_reading_never_creates_a_cmdb(tmp_path: Path) -> None:
     assert read_cmdb(f"sqlite:///{missing}", "r-1").problem == f"no CMDB at {missing}"
     assert not missing.exists()
     assert read_cmdb(None, "r-1").problem == "no CMDB configured"
+
+
+def test_the_timeline_follows_the_published_phases() -> None:
+    server = ServerRecord(
+        release_id="r-1",
+        execution="RUNNING",
+        started_at=T0,
+        phases=[
+            (T0, "requested"),
+            (T0 + timedelta(seconds=2), "awaiting_cab"),
+            (T0 + timedelta(seconds=9), "awaiting_plan_approval"),
+            (T0 + timedelta(seconds=9), "awaiting_plan_approval"),
+            (T0 + timedelta(seconds=20), "building"),
+        ],
+        cancel_requested_at=T0 + timedelta(seconds=30),
+        phase="building",
+        request=REQUEST,
+    )
+    rows = [
+        audit("change.open", T0 + timedelta(seconds=1), status="requested"),
+        audit("change.update", T0 + timedelta(seconds=21), status="authorized"),
+    ]
+    st = rebuild(server, CmdbRecord(change=change(), audit=rows), "x")
+    assert [(h.phase, h.note) for h in st.history] == [
+        (Phase.REQUESTED, "workflow started"),
+        (Phase.REQUESTED, "CMDB: change requested"),
+        (Phase.AWAITING_CAB, ""),
+        (Phase.AWAITING_PLAN_APPROVAL, ""),
+        (Phase.BUILDING, ""),
+        (Phase.BUILDING, "CMDB: change authorized"),
+        (Phase.BUILDING, "cancel requested (temporal workflow cancel)"),
+    ]
+    assert st.reason.startswith("cancelled (temporal workflow cancel) at 2026-03-01 12:00:30Z, but")

@@ -163,7 +163,12 @@ async def test_status_of_a_release_at_a_gate_after_its_worker_stopped(rig: Rig) 
         live.risk,
     )
     assert st.request == live.request  # from the start memo, signature included
-    assert any("CMDB: change requested" in h.note for h in st.history)
+    # The timeline: the phases as the workflow published them (event history), and the CMDB's rows.
+    assert [(h.phase, h.note) for h in st.history] == [
+        (Phase.REQUESTED, "workflow started"),
+        (Phase.REQUESTED, "CMDB: change requested"),
+        (Phase.AWAITING_CAB, ""),
+    ]
     assert st.gates == {} and st.plan is None  # what only the workflow knows is not made up
 
     text = await rig.cli("status", rid)
@@ -192,7 +197,8 @@ async def test_cancelled_with_no_worker_shows_no_outcome_until_a_worker_closes_i
     st = await rig.client.status(rid)
     assert st.source is StatusSource.RECORDS
     assert st.outcome is None and st.awaiting == []
-    assert "cancelled (temporal workflow cancel)" in st.reason and "no outcome recorded" in st.reason
+    assert "cancelled (temporal workflow cancel) at " in st.reason and "no outcome recorded" in st.reason
+    assert st.history[-1].note == "cancel requested (temporal workflow cancel)"
     text = await rig.cli("status", rid)
     assert "no worker answered" in text and "cancelled (temporal workflow cancel)" in text
 
