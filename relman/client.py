@@ -70,7 +70,7 @@ from relman.contracts import (
     release_id_for,
     release_id_problem,
 )
-from relman.errors import ConfigError, NotFoundError, RefusedError, RelmanError
+from relman.errors import ConfigError, NotFoundError, RefusedError, RelmanError, one_line
 from relman.identity.keys import Signer
 from relman.identity.roles import change_model_problem
 from relman.identity.signing import Signable, seal
@@ -161,14 +161,6 @@ def run(main: Callable[[], Coroutine[Any, Any, Any]]) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def one_line(exc: ValidationError) -> str:
-    """A pydantic error as one line: `field: message` (a rule over several fields: the message)."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    message = str(err["msg"]).removeprefix("Value error, ")
-    return f"{loc}: {message}" if loc else message
 
 
 def build(model: type[M], **fields: Any) -> M:

@@ -2,6 +2,7 @@
 
 - common.py: what the groups share (safe output, failures, running, options);
 - release.py: start, approve/reject, delegate, amend-plan, status, list, operator controls, feedback;
+- render.py: what those commands print (rich on a terminal, plain otherwise) and the one follow loop;
 - cmdb.py: metrics and `relman cmdb ...` (CIs, changes, windows, verify-audit);
 - keys.py, evidence.py, audit.py: signing keys, evidence export and offline verify, audit trails;
 - server.py: worker, dev, demo.

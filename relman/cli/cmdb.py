@@ -21,9 +21,8 @@ from relman.cli.common import (
     table,
     ts,
 )
-from relman.client import one_line
 from relman.contracts import Environment, WindowKind
-from relman.errors import RelmanError
+from relman.errors import RelmanError, one_line
 
 T = TypeVar("T")
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
-from relman.client import ReleaseClient, one_line
-from relman.errors import RelmanError
+from relman.client import ReleaseClient
+from relman.errors import RelmanError, one_line
 
 T = TypeVar("T")
 

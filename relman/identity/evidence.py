@@ -60,6 +60,7 @@ from relman.contracts import (
     Vote,
     WindowWait,
 )
+from relman.errors import one_line
 from relman.identity.keys import Signer, key_id, verify_signature
 from relman.identity.roles import gate_policy
 from relman.identity.signing import Signable
@@ -506,12 +507,6 @@ def _at(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _one_line(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or exc.title
-    return f"{loc}: {str(err['msg']).removeprefix('Value error, ')}"
-
-
 def _parse_envelope(envelope: Mapping[str, Any] | str | bytes) -> DsseEnvelope:
     data = envelope if isinstance(envelope, Mapping) else json.loads(envelope)
     return DsseEnvelope.model_validate(data)
@@ -567,7 +562,7 @@ def verify_evidence(
     try:
         env = _parse_envelope(envelope)
     except (ValueError, ValidationError) as exc:
-        detail = _one_line(exc) if isinstance(exc, ValidationError) else str(exc)
+        detail = one_line(exc) if isinstance(exc, ValidationError) else str(exc)
         findings.append(f"the file is not a DSSE envelope ({detail}).")
         return report()
     try:
@@ -604,7 +599,7 @@ def verify_evidence(
     try:
         ev = ReleaseEvidence.model_validate(statement.get("predicate"))
     except ValidationError as exc:
-        findings.append(f"the predicate is not relman release evidence ({_one_line(exc)}).")
+        findings.append(f"the predicate is not relman release evidence ({one_line(exc)}).")
         return report()
 
     signatures = 1 if key else 0

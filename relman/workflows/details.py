@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from relman.contracts import GateStatus, HealthReport, ReleaseStatus
+from relman.contracts import GateStatus, HealthReport, ReleaseStatus, WindowWait
 from relman.workflows import policy
 
 
@@ -21,6 +21,15 @@ def health(report: HealthReport) -> str:
     if report.latency_ms is not None:
         figures.append(f"latency {report.latency_ms:.0f} ms")
     return ", ".join(figures) + (f" ({report.detail})" if report.detail else "")
+
+
+def window_wait(wait: WindowWait, next_check: datetime, what: str) -> str:
+    """Which window holds the release, why, and when it opens again."""
+    reopens = f"reopens {when(wait.reopens)}" if wait.reopens else "no reopening known"
+    return (
+        f"**waiting for {wait.kind or 'window'} {wait.window!r}** before {what}: {reopens} "
+        f"(next check {when(next_check)}); {wait.reason}"
+    )
 
 
 def header(status: ReleaseStatus) -> str:

@@ -351,8 +351,11 @@ class ReleaseWorkflow:
         self._run.promote = False
         bake_ends = workflow.now() + timedelta(seconds=stage.bake_seconds)
         await self._wait(lambda: self._run.promote, bake_ends, f"bake of stage {stage.name}")
-        status.verdict = await self._judge_stage(stage, status)
-        status.ended_at = workflow.now()
+        try:
+            status.verdict = await self._judge_stage(stage, status)
+        finally:
+            # A stage whose health could not be read ends too, unjudged (verdict None).
+            status.ended_at = status.ended_at or workflow.now()
 
     async def _judge_stage(self, stage: RolloutStage, status: StageStatus) -> Verdict:
         """Health of a stage; only a pass promotes, a fail rolls back, anything else asks a human."""
@@ -745,8 +748,12 @@ class ReleaseWorkflow:
                 local=True,
             )
             if decision.open:
+                if wait is not None:
+                    wait.until = workflow.now()
                 return
             if wait is None or wait.window != decision.window:
+                if wait is not None:
+                    wait.until = workflow.now()  # that window opened; another holds the step
                 wait = WindowWait(
                     step=step,
                     window=decision.window,
@@ -762,17 +769,17 @@ class ReleaseWorkflow:
             previous = list(self._s.awaiting)
             self._run.waiting = wait
             self._set_awaiting(["window"])
-            self._details(
-                f"waiting for window {decision.window!r}: {decision.reason} "
-                f"(next check {details.when(until)}) before {what}"
-            )
+            self._details(details.window_wait(wait, until, what))
             await self._wait(self._overridden, until, f"window {decision.window} before {what}")
             self._run.waiting = None
-            wait.until = workflow.now()
             self._set_awaiting(previous)
+            # `until` is set once the wait is over (opened, let through, or given up), not at
+            # each re-check of a window still closed.
             if wait.override is not None:
+                wait.until = workflow.now()
                 return
             if workflow.now() >= deadline:
+                wait.until = workflow.now()
                 raise _Stop(Outcome.EXPIRED, f"no deployment window opened for {what} before the deadline")
 
     def _overridden(self) -> bool:

@@ -324,6 +324,8 @@ MESSAGE_CHANGES: dict[str, dict[str, Any]] = {
         "committed_at": NOW,
         "target_window": None,
         "change_model": "config-tweak",
+        # Unset it stays out of the hash (old requests keep theirs); set, the signature covers it.
+        "allow_downgrade": True,
     },
 }
 UNSIGNED_FIELDS = {

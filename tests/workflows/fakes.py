@@ -48,6 +48,7 @@ from relman.contracts import (
     TestReport,
     Verdict,
     WindowDecision,
+    WindowKind,
     WindowQuery,
 )
 from tests import people
@@ -156,7 +157,11 @@ class FakeActivities:
             self.blackout_until = q.at + timedelta(days=2)
         if self.blackout_until and q.at < self.blackout_until:
             return WindowDecision(
-                open=False, window="test-blackout", reason="blackout", next_open=self.blackout_until
+                open=False,
+                window="test-blackout",
+                kind=WindowKind.BLACKOUT,
+                reason="quarter-end close",
+                next_open=self.blackout_until,
             )
         return WindowDecision(open=True)
 

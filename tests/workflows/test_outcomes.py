@@ -18,7 +18,7 @@ from relman.results import final_status
 from relman.workflows.release import FAILED_RUN, ReleaseWorkflow
 from tests.helpers import new_worker
 from tests.workflows.fakes import FakeActivities, make_request, profile_for
-from tests.workflows.test_release import start
+from tests.workflows.test_release import record_history, start
 
 
 async def test_a_rolled_back_release_ends_its_run_failed_with_its_status(ts_env: WorkflowEnvironment) -> None:
@@ -42,6 +42,7 @@ async def test_a_rolled_back_release_ends_its_run_failed_with_its_status(ts_env:
     assert fake.closes[-1].close_code is CloseCode.ROLLED_BACK
     markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
     assert sum(FAILED_RUN.encode() in m.SerializeToString() for m in markers) == 1
+    record_history("standard_rolled_back_failed_run", history)
 
 
 async def test_a_rejected_release_completes_its_run(ts_env: WorkflowEnvironment) -> None:
@@ -72,6 +73,7 @@ async def test_an_error_in_workflow_code_ends_the_release_instead_of_hanging(
         handle = await start(ts_env, worker, make_request(ChangeType.STANDARD))
         final = await final_status(handle, rpc_timeout=None)
         desc = await handle.describe()
+        history = await handle.fetch_history()
     assert final.outcome is Outcome.ROLLED_BACK
     assert "error in the release workflow: ValueError" in final.reason
     assert "full is at 100%" in final.reason
@@ -80,3 +82,4 @@ async def test_an_error_in_workflow_code_ends_the_release_instead_of_hanging(
     assert desc.status is WorkflowExecutionStatus.FAILED
     assert fake.closes[-1].close_code is CloseCode.UNSUCCESSFUL
     assert "full is at 100%" in fake.closes[-1].reason
+    record_history("standard_workflow_error_ended", history)

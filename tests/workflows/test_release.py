@@ -41,8 +41,10 @@ from relman.contracts import (
     RolloutStage,
     Verdict,
     Vote,
+    WindowKind,
 )
 from relman.results import final_status
+from relman.workflows import details
 from relman.workflows.release import ReleaseWorkflow
 from tests import people
 from tests.helpers import new_worker
@@ -491,6 +493,16 @@ async def test_closed_window_at_go_live_waits_durably_then_deploys(ts_env: Workf
         assert waiting.phase is Phase.DEPLOYING
         desc = await handle.describe()
         assert desc.typed_search_attributes.get(visibility.RELEASE_AWAITING) == ["window"]
+        # Which window, its kind and reason, and when it reopens: in the status and the UI.
+        wait = waiting.window_waits[-1]
+        assert (wait.window, wait.kind, wait.step) == ("test-blackout", WindowKind.BLACKOUT, "go-live")
+        assert wait.reopens is not None and wait.reopens - wait.since == timedelta(days=2)
+        meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        assert (
+            f"**waiting for blackout 'test-blackout'** before go-live: reopens {details.when(wait.reopens)}"
+            in (meta.current_details)
+        )
+        assert "quarter-end close" in meta.current_details
         assert "production" not in "".join(s for n, s in fake.calls if n == "deploy" and "production" in s)
         final = await final_status(handle)
     times = {t.phase: t.at for t in final.history}
