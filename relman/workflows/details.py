@@ -32,6 +32,12 @@ def window_wait(wait: WindowWait, next_check: datetime, what: str) -> str:
     )
 
 
+def closed(status: ReleaseStatus) -> str:
+    """A closed release: its outcome, why, and whether an operator must act."""
+    text = f"**closed: {status.outcome}**" + (f" — {status.reason}" if status.reason else "")
+    return text + ("\n\n**operator action required**" if status.needs_operator else "")
+
+
 def header(status: ReleaseStatus) -> str:
     request = status.request
     text = f"**{request.service} {request.version}** ({request.change_type}) — {status.phase}"

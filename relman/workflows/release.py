@@ -487,6 +487,7 @@ class ReleaseWorkflow:
         await self._evidence(close_code)
         await self._notify("release.closed", f"{self._s.release_id} closed: {outcome} {reason}".strip(), [])
         self._enter(Phase.CLOSED, note=f"{outcome}")
+        self._details(details.closed(self._s))
         self._flush()
 
     async def _evidence(self, close_code: Any) -> None:

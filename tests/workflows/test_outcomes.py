@@ -8,6 +8,7 @@ end COMPLETED. Time-skipping server, test activities under the real names.
 from __future__ import annotations
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -74,10 +75,13 @@ async def test_an_error_in_workflow_code_ends_the_release_instead_of_hanging(
         final = await final_status(handle, rpc_timeout=None)
         desc = await handle.describe()
         history = await handle.fetch_history()
+        meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     assert final.outcome is Outcome.ROLLED_BACK
     assert "error in the release workflow: ValueError" in final.reason
     assert "full is at 100%" in final.reason
     assert final.needs_operator and final.awaiting == ["operator"]
+    assert "\n\n**closed: rolled_back** — error in the release workflow: ValueError" in meta.current_details
+    assert "operator action required" in meta.current_details
     # Ended, undone and recorded: the change record carries the reason.
     assert desc.status is WorkflowExecutionStatus.FAILED
     assert fake.closes[-1].close_code is CloseCode.UNSUCCESSFUL
