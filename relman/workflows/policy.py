@@ -6,6 +6,7 @@ functions with plain inputs, and the tests call them directly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -37,6 +38,7 @@ from relman.contracts import (
     Role,
     RolloutStage,
     ServiceProfile,
+    StageStatus,
     Trust,
     Verdict,
     Vote,
@@ -475,6 +477,16 @@ CLOSE_CODES = {
     Outcome.ROLLED_BACK: CloseCode.ROLLED_BACK,
     Outcome.ABORTED: CloseCode.ABORTED,
 }
+
+
+def failed_deployment(outcome: Outcome, stages: Sequence[StageStatus], in_production: bool) -> bool:
+    """Whether an undone release was a deployment that failed (DORA's change failure): rolled
+    back or aborted after production users saw it, i.e. a stage above 0% was exposed or it went
+    live. Exposure to the allow-list alone (0%, named internal people) is testing, not a
+    deployment, so undoing it is no failed deployment."""
+    if outcome not in (Outcome.ROLLED_BACK, Outcome.ABORTED):
+        return False
+    return in_production or any(stage.percent > 0 for stage in stages)
 
 
 def failed_change(code: CloseCode) -> bool:

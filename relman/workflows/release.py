@@ -180,6 +180,7 @@ class ReleaseWorkflow:
             await self._compensate(reason)
         except asyncio.CancelledError:
             # Cancellation of the workflow still undoes everything and records the change.
+            self._note_failure(Outcome.ABORTED)
             await self._compensate("workflow cancelled")
             await self._close(Outcome.ABORTED, "workflow cancelled")
             raise
@@ -612,8 +613,8 @@ class ReleaseWorkflow:
         )
 
     def _note_failure(self, outcome: Outcome) -> None:
-        """A rollback after users saw the new version is a failed deployment (DORA); before, not."""
-        if outcome is Outcome.ROLLED_BACK and self._s.stages:
+        """Undone after production users saw the new version: a failed deployment (DORA)."""
+        if policy.failed_deployment(outcome, self._s.stages, self._run.deployed is not None):
             self._run.failed_at = workflow.now()
 
     def _register(self, name: str, undo: Callable[[], Awaitable[Any]]) -> None:

@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from relman import visibility
-from relman.contracts import ChangeType, CloseCode, ErrorType, Outcome, RolloutStage, ServiceProfile
+from relman.contracts import ChangeType, CloseCode, ErrorType, Outcome, RolloutStage, ServiceProfile, Verdict
 from relman.results import final_status
 from relman.workflows.release import FAILED_RUN, ReleaseWorkflow
 from tests.helpers import new_worker
@@ -87,3 +87,14 @@ async def test_an_error_in_workflow_code_ends_the_release_instead_of_hanging(
     assert fake.closes[-1].close_code is CloseCode.UNSUCCESSFUL
     assert "full is at 100%" in fake.closes[-1].reason
     record_history("standard_workflow_error_ended", history)
+
+
+async def test_a_rollback_at_the_allow_list_is_no_failed_deployment(ts_env: WorkflowEnvironment) -> None:
+    fake = FakeActivities(verdicts={"health-allow-list-0": Verdict.FAIL})
+    async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
+        handle = await start(ts_env, worker, make_request(ChangeType.STANDARD))
+        final = await final_status(handle)
+    assert final.outcome is Outcome.ROLLED_BACK
+    assert [s.percent for s in final.stages] == [0]  # only named internal people saw it
+    assert fake.closes[-1].close_code is CloseCode.ROLLED_BACK
+    assert fake.closes[-1].failed_at is None

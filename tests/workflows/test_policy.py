@@ -31,6 +31,7 @@ from relman.contracts import (
     Risk,
     Role,
     RolloutStage,
+    StageStatus,
     TimeWindow,
     Trust,
     Verdict,
@@ -630,3 +631,27 @@ def test_feedback_comes_from_a_person_the_catalog_knows() -> None:
     assert policy.feedback_refusal(signed(Feedback(by="pat", rating=4), "zoe"), CTX) == (
         f"key {people.PEOPLE['zoe'].key_id} is not a key of pat in the catalog"
     )
+
+
+def _stages(*percents: float) -> list[StageStatus]:
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    return [StageStatus(name=f"s{i}", percent=p, started_at=at) for i, p in enumerate(percents)]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "percents", "in_production", "failed"),
+    [
+        (Outcome.ROLLED_BACK, (), False, False),  # failed in staging: no user saw it
+        (Outcome.ROLLED_BACK, (0,), False, False),  # the allow-list alone is internal testing
+        (Outcome.ROLLED_BACK, (0, 1), False, True),
+        (Outcome.ABORTED, (0, 1, 5), False, True),  # aborted after users saw it: still a failure
+        (Outcome.ABORTED, (0,), False, False),
+        (Outcome.ROLLED_BACK, (), True, True),  # no stages, but it went live
+        (Outcome.REJECTED, (), False, False),
+        (Outcome.COMPLETED, (0, 1), True, False),
+    ],
+)
+def test_a_failed_deployment_is_one_production_users_saw(
+    outcome: Outcome, percents: tuple[float, ...], in_production: bool, failed: bool
+) -> None:
+    assert policy.failed_deployment(outcome, _stages(*percents), in_production) is failed

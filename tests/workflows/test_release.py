@@ -430,6 +430,8 @@ async def test_operator_abort_during_dark_launch_compensates(ts_env: WorkflowEnv
     assert "oli" in final.reason and "pager storm" in final.reason
     assert final.compensations == [EXPOSURE_OFF, ROLLBACK_STAGING]
     assert fake.closes[-1].close_code is CloseCode.ABORTED
+    # Stage `one` (1%) was exposed: production users saw it, so DORA counts a failed deployment.
+    assert fake.closes[-1].failed_at is not None
     record_history("standard_aborted", history)
 
 
