@@ -340,6 +340,10 @@ def stage_verdict(s: StageStatus, st: ReleaseStatus, paint: Paint = PLAIN) -> st
     if s.verdict is not None:
         return paint.look(VERDICT_LOOK[s.verdict], s.verdict.value, width)
     if s.ended_at is None and st.outcome is None:
+        marginal = st.gates.get(Gate.MARGINAL)
+        if s.health is not None and marginal is not None and marginal.state is GateState.OPEN:
+            # Judged, but not by itself: the marginal gate decides (`marginal?`, `no_data?`).
+            return paint.look(VERDICT_LOOK[s.health.verdict], f"{s.health.verdict.value}?", width)
         return paint.look(RUNNING, "baking", width)
     if s.health is not None:
         # The workflow ended the stage without recording a verdict: the health report's is

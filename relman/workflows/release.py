@@ -354,9 +354,12 @@ class ReleaseWorkflow:
         await self._wait(lambda: self._run.promote, bake_ends, f"bake of stage {stage.name}")
         try:
             status.verdict = await self._judge_stage(stage, status)
-        finally:
-            # A stage whose health could not be read ends too, unjudged (verdict None).
+        except Exception:
+            # A stage whose health could not be read ends too, unjudged (verdict None). Not a
+            # `finally`: an evicted workflow closes this coroutine outside the workflow's loop.
             status.ended_at = status.ended_at or workflow.now()
+            raise
+        status.ended_at = workflow.now()
 
     async def _judge_stage(self, stage: RolloutStage, status: StageStatus) -> Verdict:
         """Health of a stage; only a pass promotes, a fail rolls back, anything else asks a human."""

@@ -401,3 +401,14 @@ def test_a_window_rechecked_and_still_closed_is_still_the_one_waited_for() -> No
     moved_on = st.model_copy(update={"awaiting": []})
     assert wait_text(moved_on, NOW) == ""
     assert "until 2025-03-01 14:00:00Z (waited 1h)" in format_status(moved_on, now=NOW)
+
+
+def test_a_stage_at_the_marginal_gate_shows_the_verdict_it_asks_about() -> None:
+    st = dark_launch()
+    asking = st.stages[-1].model_copy(
+        update={"health": HealthReport(verdict=Verdict.MARGINAL, error_rate=0.009, samples=80)}
+    )
+    gate = GateStatus(gate=Gate.MARGINAL, state=GateState.OPEN, required=1, subject_hash="ab" * 32)
+    st = st.model_copy(update={"stages": [st.stages[0], asking], "gates": {Gate.MARGINAL: gate}})
+    line = line_starting(format_status(st, now=NOW), "  2/4")
+    assert "marginal?" in line and "baking" not in line
