@@ -300,9 +300,7 @@ def _print_cmdb(settings: Settings, emit: Callable[[str], None]) -> None:
         now = datetime.now(UTC)
         m = store.dora(now - timedelta(days=1), now + timedelta(minutes=1))
         rate = "-" if m.change_fail_rate is None else f"{m.change_fail_rate:.0%}"
-        emit(
-            f"  DORA (24h): {m.deployments} deployment(s) of {m.attempts} attempt(s), change fail rate {rate}"
-        )
+        emit(f"  DORA (24h): {m.deployments} deployment(s), {m.failures} failed, change fail rate {rate}")
     finally:
         store.close()
 

@@ -21,6 +21,7 @@ from relman.cli.common import (
     table,
     ts,
 )
+from relman.cmdb.dora import DEFINITIONS as DORA_DEFINITIONS
 from relman.contracts import Environment, WindowKind
 from relman.errors import RelmanError, one_line
 
@@ -63,21 +64,32 @@ def cmdb_call(fn: Callable[[Any], T]) -> T:
         store.close()
 
 
-@app.command()
+@app.command(help="DORA metrics from the CMDB.\n\n" + DORA_DEFINITIONS)
 def metrics(
     since: Annotated[str | None, typer.Option(help="Start date (default: 30 days ago).")] = None,
     until: Annotated[str | None, typer.Option(help="End date (default: now).")] = None,
-    service: Annotated[str | None, typer.Option(help="Only this service.")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Draw the metrics over time to this PNG.")] = None,
+    service: Annotated[
+        str | None, typer.Option(help="Only this service (one the CMDB or the catalog knows).")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw deployments per day (successful, failed) and medians as a PNG.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """DORA metrics from the CMDB: deployment frequency, lead time, change fail rate, recovery."""
     end = parse_time(until, "--until") if until else datetime.now(UTC)
     begin = parse_time(since, "--since") if since else end - timedelta(days=30)
     if begin >= end:
         raise fail("--since must be before --until")
-    m = cmdb_call(lambda s: s.dora(begin, end, service))
+
+    def read(s: Any) -> Any:
+        if service is not None and (unknown := _unknown_service(s, service)):
+            raise fail(unknown)
+        return s.dora(begin, end, service)
+
+    m = cmdb_call(read)
     if plot is not None:
+        from relman.cli.dora_plot import draw_metrics
+
         draw_metrics(m, plot)
     if as_json:
         echo_json(m)
@@ -87,7 +99,7 @@ def metrics(
         return "-" if v is None else f"{v:.2f}{unit}"
 
     typer.echo(f"DORA metrics {ts(m.since)} → {ts(m.until)}" + (f" for {service}" if service else ""))
-    typer.echo(f"  deployments              {m.deployments} of {m.attempts} attempts")
+    typer.echo(f"  deployments              {m.deployments} ({m.failures} failed)")
     typer.echo(f"  deployment frequency     {fmt(m.deployment_frequency_per_day, ' /day')}")
     typer.echo(f"  lead time (median)       {fmt(m.lead_time_hours, ' h')}")
     typer.echo(f"  change fail rate         {fmt(m.change_fail_rate)}")
@@ -97,34 +109,21 @@ def metrics(
         typer.echo(f"plot written to {plot}")
 
 
-def draw_metrics(m: Any, path: Path) -> None:
-    """Deployments/failures per day and median lead time, as a PNG (Agg backend, no display)."""
-    import matplotlib
+def _unknown_service(store: Any, service: str) -> str | None:
+    """Why `service` is unknown (no CI, no change in the CMDB, not in the catalog), or None."""
+    if store.get_ci(service) is not None or store.list_changes(service=service):
+        return None
+    from relman.catalog import CatalogError, service_names
+    from relman.config import load_settings
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    days = [d.day for d in m.series]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    top.bar(days, [d.deployments for d in m.series], label="deployments", color="tab:green")
-    top.bar(days, [-d.failures for d in m.series], label="failures", color="tab:red")
-    top.axhline(0, color="black", linewidth=0.5)
-    top.set_ylabel("per day")
-    top.legend(loc="upper left")
-    top.set_title("relman DORA metrics" + (f" — {m.service}" if m.service else ""))
-    lead = [(d.day, d.lead_time_hours) for d in m.series if d.lead_time_hours is not None]
-    rec = [(d.day, d.recovery_hours) for d in m.series if d.recovery_hours is not None]
-    if lead:
-        bottom.plot(*zip(*lead, strict=True), marker="o", label="lead time (h)")
-    if rec:
-        bottom.plot(*zip(*rec, strict=True), marker="x", label="recovery (h)")
-    bottom.set_ylabel("hours (median)")
-    bottom.legend(loc="upper left")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    catalog = load_settings().catalog
+    try:
+        known = service_names(catalog) if catalog.is_file() else []
+    except CatalogError:
+        known = []
+    if service in known:
+        return None
+    return f"unknown service {service!r}: no CI or change in the CMDB, and not in the catalog {catalog}"
 
 
 @cmdb_app.command("cis")

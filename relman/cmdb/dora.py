@@ -1,17 +1,33 @@
 """DORA metrics over CMDB change rows: pure functions, no I/O.
 
-Definitions (over the half-open period [since, until)):
-- a *deployment* is a change that reached production 100% (`production_at` in the period);
-- a *deployment attempt* is a change whose rollout reached production users: it has
-  `production_at`, or it failed in production (`failed_at`: dark launch or go-live).
-  Its time is `production_at`, else `failed_at`;
-- deployment frequency = deployments / days in the period;
-- lead time = median of `production_at - (committed_at or requested_at)`, in hours;
-- change fail rate = attempts closed `rolled_back`/`unsuccessful` / attempts;
-- failed deployment recovery time = median of `recovered_at - failed_at`, in hours,
-  over failures (`failed_at`) in the period that recovered;
-- rework rate = emergency changes among attempts / attempts.
-Rates and medians are None when there is nothing to measure.
+One definition of a deployment, used by every figure:
+
+- a *deployment* is a change that reached production users: it went live at 100 %
+  (`production_at`), or it was rolled back, aborted or cancelled after a dark-launch stage
+  with percent > 0 had been exposed (`failed_at`, which the workflow sets exactly then).
+  Exposure to the allow-list alone (0 % plus named internal people) is not a deployment:
+  internal people are not production users. A rejected, expired or cancelled-before-users
+  change is not a deployment either;
+- its time is `production_at`, else `failed_at`; a deployment counts in the period
+  [since, until) its time falls in;
+- a *failed deployment* is a deployment with `failed_at` (rolled back, aborted or cancelled
+  after users saw it, before or after 100 %).
+
+Over the deployments of the period:
+
+- deployment frequency = deployments / days in the period (failed ones included: DORA
+  counts "the number of deployments over a given period");
+- change lead time = median of `production_at - (committed_at or requested_at)`, in hours,
+  over the deployments that went live at 100 % (one rolled back during the dark launch
+  never finished deploying, so it has no lead time);
+- change fail rate = failed deployments / deployments;
+- failed deployment recovery time = median of `recovered_at - failed_at`, in hours, over
+  the failed deployments that recovered;
+- deployment rework rate = emergency changes among the deployments / deployments (DORA:
+  "deployments that are unplanned but happen as a result of an incident in production").
+
+Rates and medians are None when there is nothing to measure. Wording from DORA's guide,
+https://dora.dev/guides/dora-metrics-four-keys/ (quoted in the README).
 """
 
 from __future__ import annotations
@@ -23,9 +39,28 @@ from statistics import median
 from pydantic import BaseModel, ConfigDict
 
 from relman.cmdb.records import ChangeRecord
-from relman.contracts import ChangeType, CloseCode
+from relman.contracts import ChangeType
 
-FAILED_CODES = frozenset({CloseCode.ROLLED_BACK, CloseCode.UNSUCCESSFUL})
+DEFINITIONS = """\
+A deployment is a change that reached production users: it went live at 100%, or it was
+rolled back, aborted or cancelled after a dark-launch stage above 0% was exposed. The
+allow-list stage alone (0% plus named internal people) is not a deployment.
+
+A failed deployment is one rolled back, aborted or cancelled after users saw it.
+
+\b
+Every figure is over the deployments of the period:
+  deployment frequency  deployments per day, failed ones included
+  lead time             median hours from commit (else request) to 100%,
+                        of the deployments that reached 100%
+  change fail rate      failed deployments / deployments
+  recovery time         median hours from failure to recovery,
+                        of the failed deployments that recovered
+  rework rate           emergency deployments / deployments
+
+\b
+DORA's wording: https://dora.dev/guides/dora-metrics-four-keys/ (quoted in the README)."""
+"""The definitions in short, for `relman metrics --help` (click keeps a `\\b` paragraph as is)."""
 
 
 class DoraDay(BaseModel):
@@ -33,11 +68,16 @@ class DoraDay(BaseModel):
 
     day: date
     deployments: int
-    attempts: int
+    """Deployments whose time falls on this UTC day, failed ones included."""
     failures: int
+    """Failed deployments among them."""
     emergency: int
     lead_time_hours: float | None
     recovery_hours: float | None
+
+    @property
+    def successful(self) -> int:
+        return self.deployments - self.failures
 
 
 class DoraMetrics(BaseModel):
@@ -47,7 +87,6 @@ class DoraMetrics(BaseModel):
     until: datetime
     service: str | None
     deployments: int
-    attempts: int
     failures: int
     deployment_frequency_per_day: float
     lead_time_hours: float | None
@@ -57,16 +96,13 @@ class DoraMetrics(BaseModel):
     series: list[DoraDay]
 
 
-def _in(at: datetime | None, since: datetime, until: datetime) -> bool:
-    return at is not None and since <= at < until
-
-
-def attempt_time(c: ChangeRecord) -> datetime | None:
+def deployed_at(c: ChangeRecord) -> datetime | None:
+    """When the change counts as a deployment; None when it never reached production users."""
     return c.production_at or c.failed_at
 
 
 def is_failure(c: ChangeRecord) -> bool:
-    return c.close_code in FAILED_CODES
+    return c.failed_at is not None
 
 
 def lead_time_hours(c: ChangeRecord) -> float | None:
@@ -80,6 +116,12 @@ def recovery_hours(c: ChangeRecord) -> float | None:
     if c.failed_at is None or c.recovered_at is None:
         return None
     return (c.recovered_at - c.failed_at).total_seconds() / 3600
+
+
+def deployments(changes: Iterable[ChangeRecord], since: datetime, until: datetime) -> list[ChangeRecord]:
+    """The changes that are deployments in [since, until)."""
+    since, until = _utc(since), _utc(until)
+    return [c for c in changes if (at := deployed_at(c)) is not None and since <= _utc(at) < until]
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -99,25 +141,22 @@ def compute(
     if until <= since:
         raise ValueError("until must be after since")
     rows = [c for c in changes if service is None or c.service == service]
-    deployments = [c for c in rows if _in(c.production_at, since, until)]
-    attempts = [c for c in rows if _in(attempt_time(c), since, until)]
-    failures = [c for c in attempts if is_failure(c)]
-    recovered = [c for c in rows if _in(c.failed_at, since, until)]
+    deployed = deployments(rows, since, until)
+    failed = [c for c in deployed if is_failure(c)]
     days = (until - since).total_seconds() / 86400
     return DoraMetrics(
         since=since,
         until=until,
         service=service,
-        deployments=len(deployments),
-        attempts=len(attempts),
-        failures=len(failures),
-        deployment_frequency_per_day=len(deployments) / days,
-        lead_time_hours=_median(lead_time_hours(c) for c in deployments),
-        change_fail_rate=len(failures) / len(attempts) if attempts else None,
-        recovery_hours=_median(recovery_hours(c) for c in recovered),
+        deployments=len(deployed),
+        failures=len(failed),
+        deployment_frequency_per_day=len(deployed) / days,
+        lead_time_hours=_median(lead_time_hours(c) for c in deployed),
+        change_fail_rate=len(failed) / len(deployed) if deployed else None,
+        recovery_hours=_median(recovery_hours(c) for c in failed),
         rework_rate=(
-            sum(1 for c in attempts if c.change_type == ChangeType.EMERGENCY) / len(attempts)
-            if attempts
+            sum(1 for c in deployed if c.change_type == ChangeType.EMERGENCY) / len(deployed)
+            if deployed
             else None
         ),
         series=series(rows, since, until),
@@ -130,19 +169,17 @@ def series(changes: Sequence[ChangeRecord], since: datetime, until: datetime) ->
     out: list[DoraDay] = []
     day = since.date()
     while datetime.combine(day, datetime.min.time(), UTC) < until:
-        start = max(since, datetime.combine(day, datetime.min.time(), UTC))
-        end = min(until, start.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1))
-        deployments = [c for c in changes if _in(c.production_at, start, end)]
-        attempts = [c for c in changes if _in(attempt_time(c), start, end)]
+        midnight = datetime.combine(day, datetime.min.time(), UTC)
+        deployed = deployments(changes, max(since, midnight), min(until, midnight + timedelta(days=1)))
+        failed = [c for c in deployed if is_failure(c)]
         out.append(
             DoraDay(
                 day=day,
-                deployments=len(deployments),
-                attempts=len(attempts),
-                failures=sum(1 for c in attempts if is_failure(c)),
-                emergency=sum(1 for c in attempts if c.change_type == ChangeType.EMERGENCY),
-                lead_time_hours=_median(lead_time_hours(c) for c in deployments),
-                recovery_hours=_median(recovery_hours(c) for c in changes if _in(c.failed_at, start, end)),
+                deployments=len(deployed),
+                failures=len(failed),
+                emergency=sum(1 for c in deployed if c.change_type == ChangeType.EMERGENCY),
+                lead_time_hours=_median(lead_time_hours(c) for c in deployed),
+                recovery_hours=_median(recovery_hours(c) for c in failed),
             )
         )
         day += timedelta(days=1)
