@@ -12,7 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-        field_validator,
+    field_validator,
     model_validator,
 )
 
