@@ -1,5 +1,9 @@
 """SQLAlchemy tables of the CMDB.
 
+The schema itself comes from the Alembic migrations (relman/cmdb/migrations/): these
+classes must equal their head, which tests/cmdb/test_migrations.py checks. A schema
+change is a change here AND a new revision there.
+
 The store writes through Core statements on these tables (faster than ORM sessions
 and explicit about upserts); the declarative classes give the schema one typed home.
 Every time column is stored in UTC and read back as an aware UTC datetime.
@@ -23,7 +27,6 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
-    inspect,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -258,33 +261,3 @@ def _append_only(target: Any, connection: Connection, **kw: Any) -> None:
     statements = _PG_TRIGGER if connection.dialect.name == "postgresql" else _SQLITE_TRIGGERS
     for statement in statements:
         connection.execute(text(statement))
-
-
-AUDIT_CHAIN_LOCK = 0x524D_4155
-"""PostgreSQL advisory lock class ("RMAU"); the second key is audit_log's oid, so stores
-in different schemas of one database do not queue behind each other."""
-
-# PostgreSQL: the next audit row's id and its predecessor's hash, holding the chain until
-# the transaction ends. A function, because a statement reads from the snapshot taken when
-# it began, before it waited for the lock, and would miss the row the previous holder just
-# committed; each statement inside a VOLATILE function reads from a fresh snapshot.
-_PG_CHAIN_HEAD = f"""CREATE OR REPLACE FUNCTION audit_chain_head(OUT next_id bigint, OUT prev_hash text)
-    LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM pg_advisory_xact_lock({AUDIT_CHAIN_LOCK}, 'audit_log'::regclass::oid::int);
-    next_id := nextval(pg_get_serial_sequence('audit_log', 'id'));
-    SELECT a.row_hash INTO prev_hash FROM audit_log a ORDER BY a.id DESC LIMIT 1;
-    -- After legacy rows (no hash) the chain starts at the genesis hash.
-    prev_hash := coalesce(prev_hash, repeat('0', 64));
-END $$"""
-
-
-def upgrade(connection: Connection) -> None:
-    """Bring tables that an older relman created up to this schema, keeping their rows."""
-    have = {c["name"] for c in inspect(connection).get_columns(AuditLog.__tablename__)}
-    for column in ("prev_hash", "row_hash"):
-        if column not in have:
-            connection.execute(text(f"ALTER TABLE audit_log ADD COLUMN {column} VARCHAR(64)"))
-    if connection.dialect.name == "postgresql":
-        # Replaced on every start, so a changed body reaches databases created earlier.
-        connection.execute(text(_PG_CHAIN_HEAD))

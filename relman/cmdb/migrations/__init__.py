@@ -1,0 +1,1 @@
+"""Alembic migrations of the CMDB schema (relman/cmdb/migrate.py runs them)."""
