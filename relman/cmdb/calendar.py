@@ -9,12 +9,11 @@ wall-clock start and local duration across DST changes; `.ics` goes through `ica
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rruleset, rrulestr
-from icalendar import Calendar, Event, vRecur
+from icalendar import Calendar, Component, Event, vRecur
 from pydantic import ValidationError
 
 from relman.cmdb.errors import CmdbInvalid
@@ -193,7 +192,7 @@ def _text(value: Any) -> str:
     return " ".join(str(value).split()) if value is not None else ""
 
 
-def _kind_of(event: Event, summary: str, default: WindowKind) -> tuple[WindowKind, str]:
+def _kind_of(event: Component, summary: str, default: WindowKind) -> tuple[WindowKind, str]:
     """The event's kind (CATEGORIES, else a `kind:` SUMMARY prefix, else `default`) and name."""
     kinds = {k.value: k for k in WindowKind}
     prefix, colon, rest = summary.partition(":")
@@ -207,43 +206,49 @@ def _kind_of(event: Event, summary: str, default: WindowKind) -> tuple[WindowKin
     return named or default, name
 
 
-def _moment(value: date | datetime) -> datetime:
-    """An .ics DATE or DATE-TIME as a datetime: all-day and floating times are read as UTC."""
+def _zone_name(event: Component, prop: str) -> str | None:
+    """The IANA zone of a DTSTART/DTEND (None for UTC, floating or a date); unknown TZID: error."""
+    value = event.decoded(prop)
     if not isinstance(value, datetime):
-        return datetime.combine(value, time(), tzinfo=UTC)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def _zone_name(event: Event, at: datetime) -> str | None:
-    if at.utcoffset() == timedelta(0) and at.tzinfo in (UTC, ZoneInfo("UTC")):
         return None
-    key = getattr(at.tzinfo, "key", None)
+    key = getattr(value.tzinfo, "key", None)
     if isinstance(key, str):
         return None if key in ("UTC", "Etc/UTC") else key
-    tzid = event["dtstart"].params.get("TZID")
+    tzid = event[prop].params.get("TZID")
     if tzid:
         zone_info(str(tzid))  # an IANA name, or a one-line error
         return str(tzid)
     return None
 
 
-def _window(event: Event, created_by: str, default_kind: WindowKind) -> WindowSpec:
+def _moment(event: Component, prop: str) -> datetime:
+    """An .ics DATE or DATE-TIME as a datetime: all-day and floating times are read as UTC."""
+    value = event.decoded(prop)
+    if not isinstance(value, datetime):
+        return datetime.combine(value, time(), tzinfo=UTC)
+    if value.tzinfo is None:
+        zone = _zone_name(event, prop)
+        return value.replace(tzinfo=zone_info(zone) if zone else UTC)
+    return value
+
+
+def _window(event: Component, created_by: str, default_kind: WindowKind) -> WindowSpec:
     uid = _text(event.get("uid")) or "(no UID)"
     for unsupported in ("rdate", "exdate", "recurrence-id"):
         if unsupported in event:
             raise ValueError(f"{unsupported.upper()} is not supported (only DTSTART, DTEND and one RRULE)")
     if "dtstart" not in event:
         raise ValueError("no DTSTART")
-    start = _moment(event.decoded("dtstart"))
+    start = _moment(event, "dtstart")
     if "dtend" in event:
-        end = _moment(event.decoded("dtend"))
+        end = _moment(event, "dtend")
     elif "duration" in event:
         end = start + event.decoded("duration")
     elif not isinstance(event.decoded("dtstart"), datetime):
         end = start + timedelta(days=1)  # an all-day event lasts its day
     else:
         raise ValueError("no DTEND or DURATION")
-    timezone = _zone_name(event, start)
+    timezone = _zone_name(event, "dtstart")
     if timezone is not None:
         start, end = start.astimezone(zone_info(timezone)), end.astimezone(zone_info(timezone))
     rrule = event.get("rrule")
