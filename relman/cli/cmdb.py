@@ -245,6 +245,18 @@ def cmdb_verify_audit(as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+@cmdb_app.command("upgrade")
+def cmdb_upgrade() -> None:
+    """Apply the CMDB's pending schema migrations (back the database up first); says the
+    revision before and after. Running it again changes nothing."""
+    revisions = cmdb_call(lambda s: (s.url, *s.upgrade()))
+    url, before, after = revisions
+    if before == after:
+        typer.echo(f"CMDB at {url} is at schema revision {after}: nothing to upgrade")
+    else:
+        typer.echo(f"CMDB at {url} upgraded from schema revision {before or 'none'} to {after}")
+
+
 @window_app.command("add")
 def window_add(
     kind: Annotated[WindowKind, typer.Option(help="blackout, maintenance or freeze.")],
