@@ -200,6 +200,16 @@ class Outcome(StrEnum):
     ABORTED = "aborted"
 
 
+class ConflictMode(StrEnum):
+    """What another open release on a related CI (or a window on one) does to a release."""
+
+    OFF = "off"
+    WARN = "warn"
+    """Reported in the status and the UI details; the release goes on."""
+    BLOCK = "block"
+    """The release waits as for a closed window until the conflict is gone (or overridden)."""
+
+
 class StatusSource(StrEnum):
     """Who answered a status: the workflow itself, or the records left when no worker answers."""
 

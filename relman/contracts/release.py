@@ -15,6 +15,7 @@ from relman.contracts.base import (
     CloseCode,
     Comment,
     CommitSha,
+    ConflictMode,
     Criticality,
     Decision,
     Environment,
@@ -255,6 +256,8 @@ class ServiceProfile(Model):
     timeouts: GateTimeouts = Field(default_factory=GateTimeouts)
     trust: Trust = Field(default_factory=Trust)
     """Keys, roles (operators, change and release managers) and change models of the service."""
+    conflicts: ConflictMode = ConflictMode.WARN
+    """What other open releases or windows on related CIs do to this service's releases."""
 
 
 # --- activity inputs and results --------------------------------------------
@@ -307,6 +310,25 @@ class WindowQuery(Model):
     environment: Environment
     at: datetime
     change_type: ChangeType
+    release_id: ReleaseId | None = None
+    """The asking release: itself is never a conflict."""
+    ci_name: ShortText | None = None
+    """The CMDB CI the release changes (conflicts are found through its relationships)."""
+    conflicts: ConflictMode = ConflictMode.OFF
+
+
+class Conflict(Model):
+    """Something on the same or a related CI that a release should know of before it deploys."""
+
+    ci: ShortText
+    """The CI where the conflict is (this release's own, or a related one)."""
+    via: ShortText = ""
+    """How that CI relates to this release's (e.g. `depends_on payments-db`); empty: the same CI."""
+    release_id: ReleaseId | None = None
+    """Another open release touching that CI, if that is the conflict."""
+    window: ShortText | None = None
+    """A closing window on that CI's service, if that is the conflict."""
+    detail: Comment = ""
 
 
 class WindowDecision(Model):
@@ -317,6 +339,8 @@ class WindowDecision(Model):
     reason: Comment = ""
     next_open: datetime | None = None
     """When deployment is next allowed; None when unknown (wait to the deadline)."""
+    conflicts: list[Conflict] = Field(default_factory=list)
+    """Conflicts found (query.conflicts warn or block); under block they also close the window."""
 
 
 class LeaseInput(StepInput):
@@ -668,6 +692,8 @@ class ReleaseStatus(Model):
     """The latest refused messages (bounded); `refused` counts them all."""
     refused: int = 0
     reason: Comment = ""
+    conflicts: list[Conflict] = Field(default_factory=list)
+    """Conflicts seen at the latest check (on request and before each exposure step)."""
     source: StatusSource = StatusSource.WORKFLOW
     """Whether the workflow answered, or the status was rebuilt from records without a worker."""
 
