@@ -1,0 +1,241 @@
+"""CMDB schema migrations: a database the previous relman created, with rows in it, is
+upgraded by `relman cmdb upgrade` and loses nothing; older databases are refused; the
+migrations' head equals models.py. On real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import uuid
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from relman.cmdb import CmdbStore, migrate
+from relman.cmdb.migrate import CmdbSchemaOutdated
+from relman.cmdb.models import metadata
+from tests.cmdb.fixtures.fill_old_cmdb import snapshot
+
+REPO = Path(__file__).resolve().parents[2]
+BEFORE_MIGRATIONS = "ba668503730531458c5a8fc407fd2b32e2e35c25"
+"""The last commit whose CMDB schema came from create_all (revision 0001 is its schema)."""
+FILL = Path(__file__).parent / "fixtures" / "fill_old_cmdb.py"
+
+# Runs FILL on the old code: the editable install's finder would import today's relman.
+_ON_OLD_CODE = """
+import runpy, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path.insert(0, sys.argv[1])
+import relman
+assert relman.__file__.startswith(sys.argv[1]), relman.__file__
+sys.argv = [sys.argv[2], sys.argv[3]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def old_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """relman (and the test helpers) as of the commit before migrations."""
+    paths = ["relman", "tests/__init__.py", "tests/cmdb/__init__.py", "tests/cmdb/helpers.py"]
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", BEFORE_MIGRATIONS, *paths],
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"commit {BEFORE_MIGRATIONS[:8]} is not in this clone (shallow?): {exc}")
+    root = tmp_path_factory.mktemp("old_relman")
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(root, filter="data")
+    return root
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of its own: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/cmdb.db"
+        return
+    pg_url = request.getfixturevalue("pg_url")
+    name = f"t_mig_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def relman_cli(url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"RELMAN_CMDB_URL": url, "RELMAN_DATA_DIR": str(cwd / "data")}
+    cli = shutil.which("relman", path=str(Path(sys.executable).parent)) or "relman"
+    return subprocess.run([cli, "cmdb", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def revision(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return migrate.current_revision(conn)
+    finally:
+        engine.dispose()
+
+
+def schema_differences(url: str) -> list[object]:
+    """What alembic autogenerate would change to make the database equal models.py."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            return list(compare_metadata(context, metadata))
+    finally:
+        engine.dispose()
+
+
+def matches(old: object, new: object) -> bool:
+    """`new` holds everything `old` did (records may have gained fields since)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(k in new and matches(v, new[k]) for k, v in old.items())
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(matches(o, n) for o, n in zip(old, new, strict=True))
+    return old == new
+
+
+def test_upgrade_from_the_previous_schema_keeps_every_row(
+    old_code: Path, db_url: str, tmp_path: Path
+) -> None:
+    filled = subprocess.run(
+        [sys.executable, "-c", _ON_OLD_CODE, str(old_code), str(FILL), db_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert filled.returncode == 0, filled.stderr
+    before = json.loads(filled.stdout)
+    assert before["verify_audit"]["ok"] and before["counts"]["audit_log"] >= 10
+    assert all(before["counts"].values()), before["counts"]
+    assert revision(db_url) is None  # created by create_all: no alembic_version
+
+    upgraded = relman_cli(db_url, tmp_path, "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"from schema revision none to {migrate.head()}" in upgraded.stdout
+    assert revision(db_url) == migrate.head()
+
+    again = relman_cli(db_url, tmp_path, "upgrade")
+    assert again.returncode == 0, again.stderr
+    assert f"is at schema revision {migrate.head()}: nothing to upgrade" in again.stdout
+
+    store = CmdbStore(db_url)
+    try:
+        after = snapshot(store)
+        assert matches(before, after), json.dumps({"before": before, "after": after}, indent=1)
+        assert store.verify_audit().ok
+        # Still writable, and the chain continues across the upgrade.
+        assert store.append_audit("after-upgrade/1", actor="ops", action="note", subject="checkout")
+        verification = store.verify_audit()
+        assert verification.ok and verification.rows == before["verify_audit"]["rows"] + 1
+    finally:
+        store.close()
+    assert schema_differences(db_url) == []
+
+    verified = relman_cli(db_url, tmp_path, "verify-audit")
+    assert verified.returncode == 0 and "audit log intact" in verified.stdout, (
+        verified.stdout + verified.stderr
+    )
+
+
+def test_an_empty_database_is_created_at_head_equal_to_the_models(db_url: str) -> None:
+    store = CmdbStore(db_url)
+    try:
+        assert store.count("change") == 0
+        assert store.schema_revision() == migrate.head()
+    finally:
+        store.close()
+    assert schema_differences(db_url) == []
+
+
+def test_a_database_of_an_unknown_revision_is_refused(db_url: str) -> None:
+    CmdbStore(db_url).close()
+    store = CmdbStore(db_url)
+    try:
+        store.count("change")
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
+        refused = CmdbStore(db_url)
+        with pytest.raises(CmdbSchemaOutdated, match="unknown to this relman") as caught:
+            refused.count("change")
+        assert "\n" not in str(caught.value)
+        refused.close()
+    finally:
+        store.close()
+
+
+def next_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """This relman with one more migration (0002: a column added), as the next relman will be."""
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "0002_probe.py").write_text(
+        '"""probe"""\n'
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        "def upgrade() -> None:\n"
+        '    op.add_column("deployment_window", sa.Column("probe", sa.String(16), nullable=True))\n\n\n'
+        "def downgrade() -> None:\n"
+        '    op.drop_column("deployment_window", "probe")\n'
+    )
+    monkeypatch.setattr(migrate, "MIGRATIONS", scripts)
+    return "0002"
+
+
+def test_an_older_revision_is_refused_in_one_line_until_upgraded(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    at_0001 = CmdbStore(db_url)
+    at_0001.count("change")
+    at_0001.close()
+    needed = next_revision(tmp_path, monkeypatch)
+
+    store = CmdbStore(db_url)
+    try:
+        with pytest.raises(CmdbSchemaOutdated) as caught:
+            store.list_changes()
+        shown = make_url(db_url).render_as_string(hide_password=True)
+        assert str(caught.value) == (
+            f"the CMDB at {shown} is at schema revision 0001, this relman needs {needed}: "
+            "run `relman cmdb upgrade` (back it up first)"
+        )
+        assert store.upgrade() == ("0001", needed)
+        assert store.upgrade() == (needed, needed)
+        assert store.list_changes() == []
+    finally:
+        store.close()
+    assert CmdbStore(db_url).schema_revision() == needed
+
+
+def test_the_cli_names_the_upgrade_when_refused(db_url: str, tmp_path: Path) -> None:
+    store = CmdbStore(db_url)
+    try:
+        store.count("change")
+        with store.engine.begin() as conn:
+            conn.execute(text("DELETE FROM alembic_version"))
+            conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('0000')"))
+    finally:
+        store.close()
+    shown = relman_cli(db_url, tmp_path, "changes")
+    assert shown.returncode == 1
+    assert "schema revision 0000" in shown.stderr + shown.stdout
