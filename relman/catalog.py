@@ -42,6 +42,7 @@ from pydantic import (
 from relman.contracts import (
     AcceptanceCriteria,
     ChangeModel,
+    ConflictMode,
     Criticality,
     Environment,
     GateTimeouts,
@@ -467,6 +468,10 @@ class ServiceSpec(ServiceRoles):
     min_pass_rate: float = Field(default=1.0, ge=0, le=1)
     """Pass rate every suite must reach (a suite may demand more)."""
     relationships: list[RelationshipSpec] = Field(default_factory=list)
+    conflicts: ConflictMode = ConflictMode.WARN
+    """What another open release on this CI or a related one, or a closing window on a related
+    CI's service, does to a release: `off` (not looked for), `warn` (shown in the status and
+    the UI details) or `block` (the release waits as for a closed window)."""
 
     @field_validator("workdir", mode="before")
     @classmethod
@@ -684,6 +689,7 @@ class Catalog(_Governance):
             ),
             review_period=spec.review_period,
             timeouts=spec.timeouts,
+            conflicts=spec.conflicts,
         )
 
 

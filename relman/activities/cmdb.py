@@ -16,12 +16,14 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from relman.cmdb.conflicts import apply_conflicts, find_conflicts
 from relman.cmdb.errors import CmdbError, CmdbInvalid
 from relman.cmdb.store import CmdbStore
 from relman.contracts import (
     Activity,
     ChangeRecordInput,
     CloseChangeInput,
+    ConflictMode,
     EventInput,
     LeaseDecision,
     LeaseInput,
@@ -102,8 +104,24 @@ class CmdbActivities:
 
     @activity.defn(name=Activity.CHECK_WINDOW)
     async def check_window(self, q: WindowQuery) -> WindowDecision:
-        """Whether deployment is open now for this service, environment and change type."""
-        return await self._call(lambda: self.store.window_decision(q))
+        """Whether deployment is open now for this service, environment and change type, with
+        the conflicts on related CIs (relman/cmdb/conflicts.py) under `q.conflicts`."""
+        return await self._call(lambda: self._window_decision(q))
+
+    def _window_decision(self, q: WindowQuery) -> WindowDecision:
+        decision = self.store.window_decision(q)
+        if q.conflicts == ConflictMode.OFF:
+            return decision
+        found = find_conflicts(self.store, q)
+        if found.items:
+            log.info(
+                "cmdb.conflicts",
+                release_id=q.release_id,
+                ci=q.ci_name or q.service,
+                mode=q.conflicts.value,
+                found=len(found.items) + found.truncated,
+            )
+        return apply_conflicts(decision, found.items, q.conflicts, at=q.at, windows_end=found.windows_end)
 
     @activity.defn(name=Activity.ACQUIRE_LEASE)
     async def acquire_lease(self, inp: LeaseInput) -> LeaseDecision:
