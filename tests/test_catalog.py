@@ -17,7 +17,7 @@ from relman.catalog import (
     read_trust,
     render_argv,
 )
-from relman.contracts import ChangeModel, Environment, Risk, Role
+from relman.contracts import ChangeModel, ConflictMode, Environment, Risk, Role
 from relman.identity.keys import WORKER, Signer, ensure_keys
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "catalog.yaml"
@@ -401,3 +401,21 @@ def test_profile_and_read_trust_agree(tmp_path: Path) -> None:
     svc["release_managers"] = ["carol"]
     path = write(tmp_path, svc, people=person("alice", "bob", "carol"))
     assert load_catalog(path).profile("greeter").trust == read_trust(path).service("greeter")
+
+
+def test_conflicts_mode_defaults_to_warn_and_reaches_the_profile(tmp_path: Path) -> None:
+    assert load_catalog(write(tmp_path, base_service())).profile("greeter").conflicts == ConflictMode.WARN
+    svc = base_service()
+    svc["conflicts"] = "block"
+    assert load_catalog(write(tmp_path, svc)).profile("greeter").conflicts == ConflictMode.BLOCK
+    svc["conflicts"] = "off"
+    assert load_catalog(write(tmp_path, svc)).profile("greeter").conflicts == ConflictMode.OFF
+
+
+def test_a_bad_conflicts_mode_is_a_one_line_error(tmp_path: Path) -> None:
+    svc = base_service()
+    svc["conflicts"] = "sometimes"
+    msg = error_of(tmp_path, svc)
+    assert "\n" not in msg
+    assert msg.startswith("catalog.yaml: services.greeter.conflicts:")
+    assert "'off', 'warn' or 'block'" in msg
