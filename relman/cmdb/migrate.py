@@ -8,6 +8,7 @@ schema's source of truth; `models.py` must equal their head (a test compares the
 - A database at an older revision is refused with a one-line error naming
   `relman cmdb upgrade`: the CMDB is a database people keep, so relman never changes
   its schema behind their back (nor the worker on start); they back it up and upgrade.
+  Meanwhile the activities retry (CmdbSchemaOutdated is a CmdbUnavailable).
 - A database at a revision this relman does not know (a newer relman wrote it) is refused.
 """
 
@@ -24,7 +25,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from relman.cmdb.errors import CmdbInvalid
+from relman.cmdb.errors import CmdbUnavailable
 from relman.cmdb.models import metadata
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,8 +34,10 @@ BASELINE = "0001"
 """The schema relman had when migrations began; databases without a revision are at it."""
 
 
-class CmdbSchemaOutdated(CmdbInvalid):
-    """The database's schema revision is not the one this relman needs."""
+class CmdbSchemaOutdated(CmdbUnavailable):
+    """The database's schema revision is not the one this relman needs. Retryable on
+    purpose: a release's CMDB activity waits (retrying, the message in its failure) until
+    someone runs `relman cmdb upgrade`, instead of failing the release."""
 
     type = "CmdbSchemaOutdated"
 
