@@ -171,16 +171,23 @@ class DeploymentWindow(Base):
     __table_args__ = (CheckConstraint("end_at > start_at", name="end_after_start"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(100), unique=True)
+    uid: Mapped[str] = mapped_column(String(200), unique=True)
+    """The window's stable id (WindowSpec.id): a uuid hex, or the id an imported .ics gave."""
+    name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(16))
     service: Mapped[str | None] = mapped_column(String(64))
     """NULL: every service."""
     environment: Mapped[str | None] = mapped_column(String(32))
     """NULL: every environment."""
     start_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    """The first occurrence's start (and end, below)."""
     end_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[str] = mapped_column(String(64))
+    rrule: Mapped[str | None] = mapped_column(String(1000))
+    """RFC 5545 recurrence rule; NULL: a one-off window."""
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    """IANA zone of the rule's wall-clock times; NULL: UTC."""
 
 
 class EnvironmentLease(Base):

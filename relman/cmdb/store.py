@@ -6,7 +6,7 @@ migrate.py) with a class per table group over it:
 - audit_log.py: the idempotency claim every write begins with; the hash-chained log
 - changes.py: change records, closing a change, DORA's inputs
 - cis.py: configuration items, versions, relationships
-- windows.py: deployment windows and the pure window rule (`decide`)
+- windows.py: deployment windows (the pure window rule, `decide`, is calendar.py's)
 - leases.py: environment leases
 - evidence_store.py: the signed release evidence
 
@@ -28,6 +28,7 @@ from relman.cmdb.audit_log import (
     evidence_anchor,
     scrub,
 )
+from relman.cmdb.calendar import closing_kinds, decide
 from relman.cmdb.changes import (
     APPROVAL,
     CHANGE,
@@ -43,7 +44,7 @@ from relman.cmdb.engine import DEFAULT_RELATIONSHIP_TYPES, now_utc
 from relman.cmdb.evidence_store import EvidenceStore, StoredEvidence
 from relman.cmdb.leases import LEASE, LeaseStore
 from relman.cmdb.migrate import CmdbSchemaOutdated
-from relman.cmdb.windows import WINDOW, WindowStore, closing_kinds, decide
+from relman.cmdb.windows import WINDOW, WindowAdded, WindowCollision, WindowStore
 
 # The names earlier code and tests import from relman.cmdb.store.
 _chain_row = chain_row
@@ -69,6 +70,8 @@ __all__ = [
     "CmdbSchemaOutdated",
     "CmdbStore",
     "StoredEvidence",
+    "WindowAdded",
+    "WindowCollision",
     "claim_params",
     "closing_kinds",
     "decide",

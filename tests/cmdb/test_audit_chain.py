@@ -339,6 +339,7 @@ def test_a_database_from_before_the_chain_keeps_working(old_db: tuple[str, str |
     url, schema = old_db
     store = CmdbStore(url, schema=schema, clock=clock)
     try:
+        store.upgrade()  # `relman cmdb upgrade`: adopted at 0001, then the later revisions
         write_records(store, clock)
         result = store.verify_audit()
         assert (result.ok, result.rows, result.legacy_rows) == (True, 7, 3)

@@ -144,6 +144,8 @@ def test_upgrade_from_the_previous_schema_keeps_every_row(
     try:
         after = snapshot(store)
         assert matches(before, after), json.dumps({"before": before, "after": after}, indent=1)
+        ids = [w["id"] for w in after["windows"]]  # type: ignore[index]
+        assert len(set(ids)) == len(before["windows"]) and all(ids), ids  # migration 0002 gave them ids
         assert store.verify_audit().ok
         # Still writable, and the chain continues across the upgrade.
         assert store.append_audit("after-upgrade/1", actor="ops", action="note", subject="checkout")
@@ -186,28 +188,30 @@ def test_a_database_of_an_unknown_revision_is_refused(db_url: str) -> None:
 
 
 def next_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """This relman with one more migration (0002: a column added), as the next relman will be."""
+    """This relman with one more migration (a column added), as the next relman will be."""
     scripts = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_probe.py").write_text(
+    (scripts / "versions" / "9999_probe.py").write_text(
         '"""probe"""\n'
         "import sqlalchemy as sa\nfrom alembic import op\n\n"
-        'revision = "0002"\ndown_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        f'revision = "9999"\ndown_revision = "{migrate.head()}"\n'
+        "branch_labels = None\ndepends_on = None\n\n\n"
         "def upgrade() -> None:\n"
         '    op.add_column("deployment_window", sa.Column("probe", sa.String(16), nullable=True))\n\n\n'
         "def downgrade() -> None:\n"
         '    op.drop_column("deployment_window", "probe")\n'
     )
     monkeypatch.setattr(migrate, "MIGRATIONS", scripts)
-    return "0002"
+    return "9999"
 
 
 def test_an_older_revision_is_refused_in_one_line_until_upgraded(
     db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    at_0001 = CmdbStore(db_url)
-    at_0001.count("change")
-    at_0001.close()
+    at_head = CmdbStore(db_url)
+    at_head.count("change")
+    at_head.close()
+    current = migrate.head()
     needed = next_revision(tmp_path, monkeypatch)
 
     store = CmdbStore(db_url)
@@ -216,10 +220,10 @@ def test_an_older_revision_is_refused_in_one_line_until_upgraded(
             store.list_changes()
         shown = make_url(db_url).render_as_string(hide_password=True)
         assert str(caught.value) == (
-            f"the CMDB at {shown} is at schema revision 0001, this relman needs {needed}: "
+            f"the CMDB at {shown} is at schema revision {current}, this relman needs {needed}: "
             "run `relman cmdb upgrade` (back it up first)"
         )
-        assert store.upgrade() == ("0001", needed)
+        assert store.upgrade() == (current, needed)
         assert store.upgrade() == (needed, needed)
         assert store.list_changes() == []
     finally:
