@@ -205,28 +205,75 @@ def cmdb_changes(
     typer.echo(table(rows) if changes else "no changes")
 
 
-@cmdb_app.command("windows")
-def cmdb_windows(as_json: JsonOpt = False) -> None:
-    """Deployment windows: blackouts, maintenance windows, freezes."""
+WINDOW_LIST_HELP = """Deployment windows (blackouts, maintenance windows, freezes): id, kind, name,
+service, schedule (RRULE and zone, or the interval) and next occurrence; `--ics` writes
+them as an iCalendar file instead."""
+
+
+@cmdb_app.command("windows", help=WINDOW_LIST_HELP)
+def cmdb_windows(
+    ics: Annotated[bool, typer.Option("--ics", help="Print the calendar as .ics (RFC 5545).")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="With --ics: write it to this file.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     windows = cmdb_call(lambda s: s.list_windows())
+    if output is not None and not ics:
+        raise fail("--output goes with --ics")
+    if ics:
+        from relman.cmdb.calendar import to_ics
+
+        data = to_ics(windows)
+        if output is None:
+            typer.echo(data.decode(), nl=False)
+        else:
+            output.write_bytes(data)
+            typer.echo(f"{len(windows)} windows written to {output}")
+        return
     if as_json:
         echo_json(windows)
         return
-    rows = [("NAME", "KIND", "SERVICE", "ENV", "START", "END", "BY", "REASON")]
+    rows = [("ID", "KIND", "NAME", "SERVICE", "ENV", "SCHEDULE", "NEXT", "BY", "REASON")]
     rows += [
         (
-            w.name,
+            w.id or "-",
             w.kind.value,
+            w.name,
             w.service or "*",
             w.environment.value if w.environment else "*",
-            ts(w.start),
-            ts(w.end),
+            _schedule(w),
+            _next_occurrence(w),
             w.created_by,
             w.reason,
         )
         for w in windows
     ]
     typer.echo(table(rows) if windows else "no deployment windows")
+
+
+def _schedule(w: Any) -> str:
+    """`FREQ=WEEKLY;BYDAY=FR from 2027-03-26 18:00 for 60:00 Europe/Paris`, or the UTC interval."""
+    if not w.rrule:
+        return f"{ts(w.start)} → {ts(w.end)}"
+    from relman.cmdb.records import zone_info
+
+    zone = zone_info(w.timezone) if w.timezone else UTC
+    start, end = w.start.astimezone(zone), w.end.astimezone(zone)
+    hours, rest = divmod(int((end.replace(tzinfo=None) - start.replace(tzinfo=None)).total_seconds()), 3600)
+    return f"{w.rrule} from {start:%Y-%m-%d %H:%M} for {hours}:{rest // 60:02d} {w.timezone or 'UTC'}"
+
+
+def _next_occurrence(w: Any) -> str:
+    """The current or next occurrence, in UTC; `-` when none is left."""
+    from relman.cmdb.calendar import HORIZON, occurrences
+
+    now = datetime.now(UTC)
+    found = occurrences(w, now, now + HORIZON)
+    if not found:
+        return "-"
+    start, end = found[0]
+    return f"{ts(start)} → {ts(end)}" + (" (now)" if start <= now else "")
 
 
 @cmdb_app.command("verify-audit")
@@ -257,21 +304,63 @@ def cmdb_upgrade() -> None:
         typer.echo(f"CMDB at {url} upgraded from schema revision {before or 'none'} to {after}")
 
 
+def _zoned_time(value: str, name: str, timezone: str | None) -> datetime:
+    """ISO date/time; naive values are UTC, or local time in `timezone` when one is given."""
+    at = parse_time(value, name)
+    if timezone and datetime.fromisoformat(value).tzinfo is None:
+        return at.replace(tzinfo=None)  # WindowSpec reads it in the window's zone
+    return at
+
+
+def _known_services() -> list[str]:
+    """The catalog's services; none when the catalog is unreadable (then only CIs count)."""
+    from relman.catalog import CatalogError, service_names
+    from relman.config import load_settings
+
+    catalog = load_settings().catalog
+    try:
+        return list(service_names(catalog)) if catalog.is_file() else []
+    except CatalogError:
+        return []
+
+
 @window_app.command("add")
 def window_add(
     kind: Annotated[WindowKind, typer.Option(help="blackout, maintenance or freeze.")],
-    start_at: Annotated[str, typer.Option("--start", help="Start (ISO date/time, UTC if no zone).")],
-    end_at: Annotated[str, typer.Option("--end", help="End (ISO date/time).")],
+    start_at: Annotated[
+        str,
+        typer.Option(
+            "--start", help="(First) start, ISO date/time: UTC if no offset, local with --timezone."
+        ),
+    ],
+    end_at: Annotated[str, typer.Option("--end", help="(First) end, ISO date/time.")],
     reason: ReasonOpt,
     user: UserOpt,
-    service: Annotated[str | None, typer.Option(help="Only this service (default: all).")] = None,
+    service: Annotated[
+        str | None, typer.Option(help="Only this service, one the catalog or the CMDB knows (default: all).")
+    ] = None,
     environment: Annotated[Environment | None, typer.Option(help="Only this environment.")] = None,
     name: Annotated[str | None, typer.Option(help="Window name (default: from kind and start).")] = None,
+    rrule: Annotated[
+        str | None,
+        typer.Option(
+            help="Repeat by this RFC 5545 rule, e.g. FREQ=WEEKLY;BYDAY=FR (--start/--end: the first)."
+        ),
+    ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(help="IANA time zone of the times and the rule, e.g. Europe/Paris (default UTC)."),
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Remove the windows this one overlaps (or whose name it takes).")
+    ] = False,
 ) -> None:
-    """Declare a deployment window; releases check windows before every exposure step."""
+    """Declare a deployment window; releases check windows before every exposure step.
+    Refused when it overlaps a window of the same kind, service and environment (or takes
+    its name), unless --replace; refused for a service neither the catalog nor the CMDB knows."""
     from relman.cmdb.records import WindowSpec
 
-    begin, end = parse_time(start_at, "--start"), parse_time(end_at, "--end")
+    begin, end = _zoned_time(start_at, "--start", timezone), _zoned_time(end_at, "--end", timezone)
     label = name or f"{kind.value}-{begin.strftime('%Y%m%dT%H%M')}" + (f"-{service}" if service else "")
     try:
         spec = WindowSpec(
@@ -283,8 +372,86 @@ def window_add(
             end=end,
             reason=reason,
             created_by=user,
+            rrule=rrule,
+            timezone=timezone,
         )
     except ValidationError as exc:
         raise fail(one_line(exc)) from None
-    added = cmdb_call(lambda s: s.add_window(spec))
-    typer.echo(f"window {label} {'added' if added else 'already present'}")
+    services = _known_services()
+    done = cmdb_call(lambda s: s.save_window(spec, replace=replace, services=services))
+    for old in done.replaced:
+        typer.echo(f"window {old.id} ({old.name}) removed: replaced")
+    typer.echo(f"window {done.window.id} ({done.window.name}) {'added' if done.added else 'already present'}")
+
+
+@window_app.command("list", help=WINDOW_LIST_HELP)
+def window_list(
+    ics: Annotated[bool, typer.Option("--ics", help="Print the calendar as .ics (RFC 5545).")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="With --ics: write it to this file.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    cmdb_windows(ics=ics, output=output, as_json=as_json)
+
+
+@window_app.command("remove")
+def window_remove(
+    window_id: Annotated[str, typer.Argument(metavar="ID", help="The window's id (or name), as listed.")],
+    user: UserOpt,
+) -> None:
+    """Remove a deployment window (recorded in the audit log)."""
+
+    def remove(s: Any) -> Any:
+        w = s.get_window(window_id)
+        if w is None or not s.remove_window(w.id, actor=user):
+            raise fail(f"no deployment window with id {window_id}")
+        return w
+
+    w = cmdb_call(remove)
+    typer.echo(f"window {w.id} ({w.name}) removed")
+
+
+@window_app.command("import")
+def window_import(
+    file: Annotated[Path, typer.Argument(help="An iCalendar (.ics) file.", show_default=False)],
+    user: UserOpt,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Let each event replace the windows it overlaps.")
+    ] = False,
+) -> None:
+    """Add the events of an .ics file as windows, under the same rules as `window add`
+    (an event naming no kind is a freeze); says, per event, added or refused and why.
+    Exit 1 when any was refused."""
+    from relman.cmdb.calendar import from_ics
+    from relman.cmdb.errors import CmdbError
+
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
+    try:
+        specs = from_ics(data, created_by=user)
+    except CmdbError as exc:
+        raise fail(f"{file}: {exc}") from None
+    services = _known_services()
+
+    def add_all(s: Any) -> list[tuple[Any, Any, str | None]]:
+        results: list[tuple[Any, Any, str | None]] = []
+        for spec in specs:
+            try:
+                results.append((spec, s.save_window(spec, replace=replace, services=services), None))
+            except CmdbError as exc:
+                results.append((spec, None, " ".join(str(exc).split())))
+        return results
+
+    refused = 0
+    for spec, done, why in cmdb_call(add_all):
+        if done is None:
+            refused += 1
+            typer.echo(f"refused  {spec.name}: {why}")
+        else:
+            typer.echo(f"{'added   ' if done.added else 'present '} {done.window.id} {done.window.name}")
+    typer.echo(f"{len(specs) - refused} of {len(specs)} events imported from {file}")
+    if refused:
+        raise typer.Exit(1)
