@@ -226,7 +226,7 @@ def cmdb_windows(
 
         data = to_ics(windows)
         if output is None:
-            typer.echo(data.decode(), nl=False)
+            typer.echo(data, nl=False)  # bytes: CRLF line ends as RFC 5545 says
         else:
             output.write_bytes(data)
             typer.echo(f"{len(windows)} windows written to {output}")

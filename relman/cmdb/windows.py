@@ -138,7 +138,7 @@ class WindowStore(AuditLogStore):
             if others and not replace:
                 raise WindowCollision(_collision(spec, others), others)
             stored = spec.model_copy(update={"id": spec.id or uuid.uuid4().hex})
-            key = idempotency_key or f"window.add/{stored.id}"
+            key = idempotency_key or f"window.add/{stored.id}/{uuid.uuid4().hex}"
             detail: dict[str, Any] = stored.model_dump(mode="json")
             if others:
                 detail["replaces"] = [w.id for w in others]
@@ -195,7 +195,7 @@ class WindowStore(AuditLogStore):
             current = self._find(conn, window_id)
             if current is None:
                 return False
-            key = idempotency_key or f"window.remove/{current.id}"
+            key = idempotency_key or f"window.remove/{current.id}/{uuid.uuid4().hex}"
             return self._delete_window(conn, current, actor=actor, key=key)
 
     def list_windows(self, at: datetime | None = None) -> list[WindowSpec]:
