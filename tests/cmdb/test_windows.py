@@ -71,7 +71,7 @@ def test_an_overlapping_window_of_the_same_scope_is_refused_naming_it(store: Cmd
     with pytest.raises(WindowCollision) as caught:
         store.add_window(window("short", T0 + H, T0 + H + timedelta(minutes=30), kind=WindowKind.BLACKOUT))
     message = str(caught.value)
-    assert quarter.id in message and "\n" not in message
+    assert quarter.id is not None and quarter.id in message and "\n" not in message
     assert [w.name for w in store.list_windows()] == ["quarter-end"]  # not overwritten
     with pytest.raises(WindowCollision, match="named 'quarter-end' already exists"):
         store.add_window(window("quarter-end", T0 + 9 * H, T0 + 10 * H))
