@@ -312,6 +312,8 @@ class WindowQuery(Model):
     change_type: ChangeType
     release_id: ReleaseId | None = None
     """The asking release: itself is never a conflict."""
+    step: ShortText | None = None
+    """What asks: `request` (conflicts for the CAB), a stage name, or `go-live`."""
     ci_name: ShortText | None = None
     """The CMDB CI the release changes (conflicts are found through its relationships)."""
     conflicts: ConflictMode = ConflictMode.OFF
@@ -322,7 +324,7 @@ class Conflict(Model):
 
     ci: ShortText
     """The CI where the conflict is (this release's own, or a related one)."""
-    via: ShortText = ""
+    via: Comment = ""
     """How that CI relates to this release's (e.g. `depends_on payments-db`); empty: the same CI."""
     release_id: ReleaseId | None = None
     """Another open release touching that CI, if that is the conflict."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from relman.contracts import GateStatus, HealthReport, ReleaseStatus, WindowWait
+from relman.contracts import Conflict, GateStatus, HealthReport, ReleaseStatus, WindowWait
 from relman.workflows import policy
 
 
@@ -38,6 +38,19 @@ def closed(status: ReleaseStatus) -> str:
     return text + ("\n\n**operator action required**" if status.needs_operator else "")
 
 
+def conflict(c: Conflict) -> str:
+    what = f"release {c.release_id}" if c.release_id else f"window {c.window!r}" if c.window else "conflict"
+    where = f"{c.ci} ({c.via})" if c.via else c.ci
+    return f"{what} on {where}" + (f": {c.detail}" if c.detail else "")
+
+
+def conflicts(found: list[Conflict]) -> str:
+    """Conflicts as the CAB and operators read them; empty when there are none."""
+    if not found:
+        return ""
+    return "**conflicts**: " + "; ".join(conflict(c) for c in found)
+
+
 def header(status: ReleaseStatus) -> str:
     request = status.request
     text = f"**{request.service} {request.version}** ({request.change_type}) — {status.phase}"
@@ -55,6 +68,8 @@ def gate(g: GateStatus) -> str:
 
 def page(status: ReleaseStatus, text: str) -> str:
     lines = [header(status), "", text]
+    if status.conflicts and "**conflicts**" not in text:
+        lines += ["", conflicts(status.conflicts)]
     if status.refusals:
         last = status.refusals[-1]
         lines += ["", f"last refused: {last.action} by {last.actor}: {last.reason}"]

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         BuildInput,
         ChangeRecordInput,
         CloseChangeInput,
+        ConflictMode,
         Decision,
         DeployInput,
         DeployRecord,
@@ -78,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
         WindowWait,
         release_id_problem,
     )
+    from relman.errors import one_line
     from relman.workflows import details, policy
 
 T = TypeVar("T")
@@ -105,6 +107,10 @@ COMPENSATION_RETRY = RetryPolicy(
     maximum_attempts=8,
 )
 PAUSE_LIMIT = timedelta(days=14)
+CONFLICTS_AT_REQUEST = "conflicts-at-request"
+"""Patch: a request is checked for conflicts before the CAB gate (one local activity more)."""
+EXACT_WINDOW_WAIT = "exact-window-wait"
+"""Patch: a closed window with a known reopening is waited for with one timer, not hourly."""
 FAILED_RUN = "failed-change-fails-run"
 """Patch: runs recorded before it end COMPLETED whatever the outcome; newer failed changes FAILED."""
 HEALTH_RECHECKS = 2
@@ -160,7 +166,9 @@ class ReleaseWorkflow:
         outcome, reason = Outcome.COMPLETED, ""
         try:
             await self._requested()
-            await self._gate(Gate.REQUEST, Phase.AWAITING_CAB, request.content_hash())
+            await self._gate(
+                Gate.REQUEST, Phase.AWAITING_CAB, request.content_hash(), details.conflicts(self._s.conflicts)
+            )
             self._planning()
             await self._gate(Gate.PLAN, Phase.AWAITING_PLAN_APPROVAL, self._s.plan_hash)
             await self._record("authorized", "authorized", Activity.UPDATE_CHANGE)
@@ -189,10 +197,7 @@ class ReleaseWorkflow:
         except Exception as err:
             # A bug no retry fixes would fail the workflow task forever and hang the release:
             # end it instead, undone and recorded, and flag it for an operator.
-            outcome, reason = (
-                Outcome.ROLLED_BACK,
-                f"error in the release workflow: {type(err).__name__}: {err}",
-            )
+            outcome, reason = Outcome.ROLLED_BACK, f"error in the release workflow: {_error_text(err)}"
             workflow.logger.exception("release workflow error")
             self._s.needs_operator = True
             self._s.issues.append(reason[:1000])
@@ -226,6 +231,9 @@ class ReleaseWorkflow:
             raise _Stop(Outcome.REJECTED, f"request refused: {refused}")
         if request.proof is not None:
             self._run.nonces.add(request.proof.nonce)
+        if workflow.patched(CONFLICTS_AT_REQUEST):
+            # What the CAB should know before it decides; only window checks ever block.
+            await self._check_window("request")
 
     async def _read_profile(self) -> ServiceProfile:
         request = self._s.request
@@ -736,22 +744,10 @@ class ReleaseWorkflow:
         """Before each exposure step: wait durably until a deployment window is open, or until
         a change manager lets this one step through the window that holds it."""
         deadline = workflow.now() + self.profile.timeouts.window_wait
-        what = "go-live" if step == GO_LIVE else f"stage {step}"
+        what = _what(step)
         wait: WindowWait | None = None
         while True:
-            decision = await self._activity(
-                Activity.CHECK_WINDOW,
-                WindowQuery(
-                    service=self._s.request.service,
-                    environment=Environment.PRODUCTION,
-                    at=workflow.now(),
-                    change_type=self._s.request.change_type,
-                ),
-                WindowDecision,
-                f"deployment window for {what}",
-                retry=RECORD_RETRY,
-                local=True,
-            )
+            decision = await self._check_window(step)
             if decision.open:
                 if wait is not None:
                     wait.until = workflow.now()
@@ -768,8 +764,13 @@ class ReleaseWorkflow:
                 )
                 self._s.window_waits.append(wait)
             wait.reopens = decision.next_open
-            # A window that reports no future opening is re-checked hourly (windows can be removed).
-            until = min(decision.next_open or deadline, deadline, workflow.now() + timedelta(hours=1))
+            # One timer to the exact reopening (a weekend freeze: one wake-up, not sixty); a window
+            # that reports no reopening is re-checked hourly (windows can be removed).
+            hourly = workflow.now() + timedelta(hours=1)
+            if decision.next_open is not None and workflow.patched(EXACT_WINDOW_WAIT):
+                until = min(decision.next_open, deadline)
+            else:
+                until = min(decision.next_open or deadline, deadline, hourly)
             until = max(until, workflow.now() + timedelta(seconds=1))
             previous = list(self._s.awaiting)
             self._run.waiting = wait
@@ -786,6 +787,29 @@ class ReleaseWorkflow:
             if workflow.now() >= deadline:
                 wait.until = workflow.now()
                 raise _Stop(Outcome.EXPIRED, f"no deployment window opened for {what} before the deadline")
+
+    async def _check_window(self, step: str) -> WindowDecision:
+        """The CMDB's windows, and conflicts on related CIs (kept in the status), for one step."""
+        mode = self.profile.conflicts
+        decision: WindowDecision = await self._activity(
+            Activity.CHECK_WINDOW,
+            WindowQuery(
+                service=self._s.request.service,
+                environment=Environment.PRODUCTION,
+                at=workflow.now(),
+                change_type=self._s.request.change_type,
+                release_id=self._s.release_id,
+                step=step,
+                ci_name=self.profile.ci_name,
+                conflicts=ConflictMode.WARN if step == "request" and mode is ConflictMode.BLOCK else mode,
+            ),
+            WindowDecision,
+            "conflicts before the CAB" if step == "request" else f"deployment window for {_what(step)}",
+            retry=RECORD_RETRY,
+            local=True,
+        )
+        self._s.conflicts = decision.conflicts
+        return decision
 
     def _overridden(self) -> bool:
         return self._run.waiting is not None and self._run.waiting.override is not None
@@ -1064,26 +1088,29 @@ class ReleaseWorkflow:
         local: bool = False,
     ) -> Any:
         self._flush()
+        # The result arrives as plain JSON and is validated here, in workflow code: a result
+        # that breaks its contract then ends the release like any other error (undone and
+        # recorded) instead of failing the run before the workflow could react.
         if local:
             # Short reads and notifications: a marker in the history instead of three events
             # and a workflow task of their own.
-            return await workflow.execute_local_activity(
+            raw = await workflow.execute_local_activity(
                 name.value,
                 arg,
-                result_type=result_type,
                 start_to_close_timeout=timeout,
                 retry_policy=retry,
                 summary=summary[:200],
             )
-        return await workflow.execute_activity(
-            name.value,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=timeout,
-            heartbeat_timeout=heartbeat,
-            retry_policy=retry,
-            summary=summary[:200],
-        )
+        else:
+            raw = await workflow.execute_activity(
+                name.value,
+                arg,
+                start_to_close_timeout=timeout,
+                heartbeat_timeout=heartbeat,
+                retry_policy=retry,
+                summary=summary[:200],
+            )
+        return raw if result_type is None else _adapter(result_type).validate_python(raw)
 
     async def _record(self, step: str, status: str, name: Activity) -> None:
         request = self._s.request
@@ -1189,6 +1216,28 @@ class ReleaseWorkflow:
         """An entry in the timeline (operator actions, amendments) at the current phase."""
         workflow.logger.info("%s", text)
         self._s.history.append(PhaseTransition(phase=self._s.phase, at=workflow.now(), note=text[:1000]))
+
+
+_ADAPTERS: dict[Any, pydantic.TypeAdapter[Any]] = {}
+
+
+def _adapter(result_type: Any) -> pydantic.TypeAdapter[Any]:
+    """One validator per result type (built once per worker, never per activity)."""
+    if result_type not in _ADAPTERS:
+        _ADAPTERS[result_type] = pydantic.TypeAdapter(result_type)
+    return _ADAPTERS[result_type]
+
+
+def _what(step: str) -> str:
+    return "go-live" if step == GO_LIVE else f"stage {step}"
+
+
+def _error_text(err: Exception) -> str:
+    """An unexpected error in one line (reasons and notes refuse control characters)."""
+    if isinstance(err, pydantic.ValidationError):
+        return f"ValidationError: {err.title}: {one_line(err)} ({err.error_count()} error(s))"
+    first = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {first}"[:900]
 
 
 def _failure_reason(err: BaseException) -> str:

@@ -23,6 +23,7 @@ from relman.contracts import (
     ChangeRecordInput,
     ChangeType,
     CloseChangeInput,
+    Conflict,
     DeployInput,
     DeployResult,
     ErrorType,
@@ -93,6 +94,8 @@ class FakeActivities:
     events: list[EventInput] = field(default_factory=list)
     evidence: list[EvidenceInput] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    """What every window check reports as conflicts (warn mode: the window stays open)."""
     window_checks: int = 0
     blackout_until: datetime | None = None
     leases: dict[str, str] = field(default_factory=dict)
@@ -150,6 +153,9 @@ class FakeActivities:
 
     @activity.defn(name=Activity.CHECK_WINDOW)
     async def check_window(self, q: WindowQuery) -> WindowDecision:
+        if q.step == "request":  # the conflicts check before the CAB: no window counted
+            self.calls.append((Activity.CHECK_WINDOW.value, "conflicts-request"))
+            return WindowDecision(open=True, conflicts=self.conflicts)
         index = self.window_checks
         self.window_checks += 1
         self.calls.append((Activity.CHECK_WINDOW.value, f"window-{index}"))
@@ -163,7 +169,7 @@ class FakeActivities:
                 reason="quarter-end close",
                 next_open=self.blackout_until,
             )
-        return WindowDecision(open=True)
+        return WindowDecision(open=True, conflicts=self.conflicts)
 
     @activity.defn(name=Activity.ACQUIRE_LEASE)
     async def acquire_lease(self, inp: LeaseInput) -> LeaseDecision:

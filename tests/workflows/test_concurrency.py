@@ -71,10 +71,13 @@ async def test_second_release_of_a_service_waits_for_the_first_to_go_live(
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
         waiting: dict[str, ReleaseStatus] = {}
+        seen: dict[str, ReleaseStatus] = {}
         while not waiting:
-            assert loop.time() < deadline, "no release ever waited for the other"
+            assert loop.time() < deadline, "no release ever waited for the other: " + "; ".join(
+                f"{s.phase} awaiting {s.awaiting} {s.issues}" for s in seen.values()
+            )
             for h in handles:
-                s = await status(h)
+                s = seen[h.id] = await status(h)
                 assert s.outcome is None, f"{h.id} ended early: {s.outcome} {s.reason}"
                 if any(a.startswith("release:") for a in s.awaiting):
                     waiting[h.id] = s

@@ -7,6 +7,9 @@ end COMPLETED. Time-skipping server, test activities under the real names.
 
 from __future__ import annotations
 
+from typing import Any
+
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
@@ -14,12 +17,24 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from relman import visibility
-from relman.contracts import ChangeType, CloseCode, ErrorType, Outcome, RolloutStage, ServiceProfile, Verdict
+from relman.contracts import (
+    Activity,
+    ChangeType,
+    CloseCode,
+    Conflict,
+    ErrorType,
+    Gate,
+    Outcome,
+    RolloutStage,
+    ServiceProfile,
+    Verdict,
+    WindowQuery,
+)
 from relman.results import final_status
 from relman.workflows.release import FAILED_RUN, ReleaseWorkflow
 from tests.helpers import new_worker
 from tests.workflows.fakes import FakeActivities, make_request, profile_for
-from tests.workflows.test_release import record_history, start
+from tests.workflows.test_release import at_gate, record_history, start, until
 
 
 async def test_a_rolled_back_release_ends_its_run_failed_with_its_status(ts_env: WorkflowEnvironment) -> None:
@@ -98,3 +113,43 @@ async def test_a_rollback_at_the_allow_list_is_no_failed_deployment(ts_env: Work
     assert [s.percent for s in final.stages] == [0]  # only named internal people saw it
     assert fake.closes[-1].close_code is CloseCode.ROLLED_BACK
     assert fake.closes[-1].failed_at is None
+
+
+async def test_an_activity_result_that_breaks_its_contract_ends_the_release(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    """Injected fault: a window check answering out of contract (a CMDB adapter bug). The
+    release ends undone and recorded, instead of the run failing with nothing compensated."""
+    fake = FakeActivities()
+
+    @activity.defn(name=Activity.CHECK_WINDOW)
+    async def broken_window_check(q: WindowQuery) -> dict[str, Any]:
+        if q.step == "request":
+            return {"open": True}
+        return {"open": "perhaps", "window": 42}
+
+    activities = [broken_window_check if a == fake.check_window else a for a in fake.all()]
+    async with new_worker(ts_env.client, ReleaseWorkflow, activities=activities) as worker:
+        handle = await start(ts_env, worker, make_request(ChangeType.STANDARD))
+        final = await final_status(handle)
+    assert final.outcome is Outcome.ROLLED_BACK
+    assert "error in the release workflow: ValidationError" in final.reason
+    assert "WindowDecision" in final.reason and "open" in final.reason
+    assert final.needs_operator
+    assert final.compensations == ["exposure to 0%", "roll back staging"]
+    assert fake.closes[-1].close_code is CloseCode.UNSUCCESSFUL
+
+
+async def test_conflicts_are_shown_to_the_cab_and_in_the_status(ts_env: WorkflowEnvironment) -> None:
+    other = Conflict(ci="payments-db", via="depends_on payments-db", release_id="release-db-7")
+    fake = FakeActivities(conflicts=[other])
+    async with new_worker(ts_env.client, ReleaseWorkflow, activities=fake.all()) as worker:
+        handle = await start(ts_env, worker, make_request())
+        waiting = await until(ts_env, handle, at_gate(Gate.REQUEST))
+        meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        asked = [n for n in fake.notifications if n.event == "gate.request"]
+    assert waiting.conflicts == [other]
+    said = "**conflicts**: release release-db-7 on payments-db (depends_on payments-db)"
+    assert said in meta.current_details
+    assert len(asked) == 1 and said in asked[0].message
+    assert ("check_window", "conflicts-request") in fake.calls
