@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
@@ -148,6 +149,10 @@ async def test_conflicts_are_shown_to_the_cab_and_in_the_status(ts_env: Workflow
         waiting = await until(ts_env, handle, at_gate(Gate.REQUEST))
         meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
         asked = [n for n in fake.notifications if n.event == "gate.request"]
+        # Left waiting at its gate, a release would hold the shared test server's clock.
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
     assert waiting.conflicts == [other]
     said = "**conflicts**: release release-db-7 on payments-db (depends_on payments-db)"
     assert said in meta.current_details
