@@ -19,6 +19,7 @@ from relman.activities.notify import NotifyActivities
 from relman.activities.requests import RequestActivities
 from relman.activities.testing import TestActivities
 from relman.catalog import Catalog, CatalogError, load_catalog
+from relman.errors import ConfigError
 from relman.identity.keys import WORKER, KeyError_, Signer, key_path, read_private
 
 log = structlog.get_logger(__name__)
@@ -90,7 +91,7 @@ def create_activities(
     """
     from relman.activities.cmdb import CmdbActivities
     from relman.activities.evidence import EvidenceActivities
-    from relman.cmdb.store import CmdbStore
+    from relman.cmdb.store import CmdbSchemaOutdated, CmdbStore
 
     data_dir = Path(data_dir)
     catalog = load_catalog(catalog_path, data_dir=data_dir)
@@ -109,6 +110,10 @@ def create_activities(
     try:
         writes = sync_catalog_to_cmdb(catalog, store)
         log.info("catalog.synced", services=len(catalog.services), writes=writes)
+    except CmdbSchemaOutdated as exc:
+        # Not a passing outage: every release would retry against it. Say so before starting.
+        store.close()
+        raise ConfigError(str(exc)) from None
     except Exception as exc:  # the worker still starts; the CMDB may come back later
         log.warning("catalog.sync_failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from sqlalchemy import text
 from temporalio import activity
 
 from relman.activities.registry import create_activities, sync_catalog_to_cmdb
 from relman.cmdb.store import CmdbStore
 from relman.contracts import Activity
+from relman.errors import ConfigError
 
 from .greeter_support import EXAMPLE_CATALOG, example_catalog, example_keys
 
@@ -34,3 +37,17 @@ def test_every_activity_is_registered_and_the_catalog_synced(tmp_path: Path) -> 
     # Syncing again (a worker restart) writes nothing new.
     assert sync_catalog_to_cmdb(example_catalog(tmp_path / "data"), store) == 2
     assert len(store.relationships("greeter")) == 1 and len(store.list_cis()) == 2
+
+
+def test_the_worker_refuses_a_cmdb_at_another_schema_revision(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cmdb.db'}"
+    example_keys(tmp_path / "data")
+    store = CmdbStore(url)
+    store.count("change")
+    with store.engine.begin() as conn:  # as a database an older relman left
+        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    store.close()
+    with pytest.raises(ConfigError) as refused:
+        create_activities(EXAMPLE_CATALOG, tmp_path / "data", url)
+    said = str(refused.value)
+    assert "schema revision 0001" in said and "relman cmdb upgrade" in said and "\n" not in said
