@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, make_url, text
 
 from relman.cmdb import CmdbStore
 from relman.contracts import (
@@ -140,3 +141,23 @@ def close_input(
     )
     fields.update(kw)
     return CloseChangeInput.model_validate(fields)
+
+
+@contextmanager
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path, kind: str, prefix: str) -> Iterator[str]:
+    """The URL of an empty database of its own: a SQLite file, or a new PostgreSQL database
+    (dropped afterwards) on the machine's server."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path}/cmdb.db"
+        return
+    pg_url = request.getfixturevalue("pg_url")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import uuid
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -25,6 +24,7 @@ from relman.cmdb import CmdbStore, migrate
 from relman.cmdb.migrate import CmdbSchemaOutdated
 from relman.cmdb.models import metadata
 from tests.cmdb.fixtures.fill_old_cmdb import snapshot
+from tests.cmdb.helpers import empty_database
 
 REPO = Path(__file__).resolve().parents[2]
 BEFORE_MIGRATIONS = "ba668503730531458c5a8fc407fd2b32e2e35c25"
@@ -64,20 +64,8 @@ def old_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of its own: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/cmdb.db"
-        return
-    pg_url = request.getfixturevalue("pg_url")
-    name = f"t_mig_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with empty_database(request, tmp_path, request.param, "t_mig") as url:
+        yield url
 
 
 def relman_cli(url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

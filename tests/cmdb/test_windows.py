@@ -4,21 +4,19 @@ export and import through the CLI. On real SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from relman.cli import app
 from relman.cmdb import CiSpec, CmdbNotFound, CmdbStore, WindowSpec
 from relman.cmdb.store import AUDIT, WindowCollision
 from relman.contracts import ChangeType, Environment, WindowKind, WindowQuery
-from tests.cmdb.helpers import BACKENDS, Clock, make_store
+from tests.cmdb.helpers import BACKENDS, Clock, empty_database, make_store
 
 H = timedelta(hours=1)
 T0 = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
@@ -162,20 +160,8 @@ def test_recurring_zoned_window_listed_and_decided_across_dst(store: CmdbStore) 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def cli_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty CMDB of its own: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/cmdb.db"
-        return
-    pg_url = request.getfixturevalue("pg_url")
-    name = f"t_win_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with empty_database(request, tmp_path, request.param, "t_win") as url:
+        yield url
 
 
 class Cli:
