@@ -1,0 +1,1 @@
+"""Pure analysis of release health: the statistical canary judge (`judge`)."""
