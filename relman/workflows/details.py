@@ -68,7 +68,7 @@ def gate(g: GateStatus) -> str:
 
 def page(status: ReleaseStatus, text: str) -> str:
     lines = [header(status), "", text]
-    if status.conflicts and "**conflicts**" not in text:
+    if status.conflicts:
         lines += ["", conflicts(status.conflicts)]
     if status.refusals:
         last = status.refusals[-1]

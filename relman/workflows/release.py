@@ -166,9 +166,7 @@ class ReleaseWorkflow:
         outcome, reason = Outcome.COMPLETED, ""
         try:
             await self._requested()
-            await self._gate(
-                Gate.REQUEST, Phase.AWAITING_CAB, request.content_hash(), details.conflicts(self._s.conflicts)
-            )
+            await self._gate(Gate.REQUEST, Phase.AWAITING_CAB, request.content_hash())
             self._planning()
             await self._gate(Gate.PLAN, Phase.AWAITING_PLAN_APPROVAL, self._s.plan_hash)
             await self._record("authorized", "authorized", Activity.UPDATE_CHANGE)
@@ -296,7 +294,9 @@ class ReleaseWorkflow:
             self._details("\n\n".join(filter(None, [details.gate(status), evidence])))
         else:
             self._enter(phase)
+        # What they decide on, and what else touches this CI (the conflicts seen last).
         asked = f"approval needed at gate {gate}" + (f": {evidence}" if evidence else "")
+        asked = "; ".join(filter(None, [asked, details.conflicts(self._s.conflicts)]))
         await self._notify(f"gate.{gate}", asked, status.eligible)
         return status
 
