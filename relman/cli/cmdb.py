@@ -205,6 +205,11 @@ def cmdb_changes(
     typer.echo(table(rows) if changes else "no changes")
 
 
+IcsOpt = Annotated[bool, typer.Option("--ics", help="Print the calendar as .ics (RFC 5545).")]
+IcsOutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="With --ics: write it to this file.")
+]
+
 WINDOW_LIST_HELP = """Deployment windows (blackouts, maintenance windows, freezes): id, kind, name,
 service, schedule (RRULE and zone, or the interval) and next occurrence; `--ics` writes
 them as an iCalendar file instead."""
@@ -212,10 +217,8 @@ them as an iCalendar file instead."""
 
 @cmdb_app.command("windows", help=WINDOW_LIST_HELP)
 def cmdb_windows(
-    ics: Annotated[bool, typer.Option("--ics", help="Print the calendar as .ics (RFC 5545).")] = False,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="With --ics: write it to this file.")
-    ] = None,
+    ics: IcsOpt = False,
+    output: IcsOutputOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     windows = cmdb_call(lambda s: s.list_windows())
@@ -386,10 +389,8 @@ def window_add(
 
 @window_app.command("list", help=WINDOW_LIST_HELP)
 def window_list(
-    ics: Annotated[bool, typer.Option("--ics", help="Print the calendar as .ics (RFC 5545).")] = False,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="With --ics: write it to this file.")
-    ] = None,
+    ics: IcsOpt = False,
+    output: IcsOutputOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     cmdb_windows(ics=ics, output=output, as_json=as_json)
