@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -81,22 +82,37 @@ class Metrics:
             }
 
 
+@dataclass(frozen=True)
+class Served:
+    """Who serves one request: a version, the flag variant that chose it, and its behaviour."""
+
+    version: str
+    variant: str
+    behaviour: dict[str, Any]
+
+
 class Greeter:
     """The service state: version, behaviour and metrics."""
 
-    def __init__(self, root: Path = HERE) -> None:
+    def __init__(self, root: Path = HERE, variant: str = "stable") -> None:
         self.version = load_version(root)
         self.behaviour = load_behaviour(root)
+        self.variant = variant
         self.metrics = Metrics()
-        self._count = 0
+        self._counts: dict[str, int] = {}
         self._count_lock = threading.Lock()
 
-    def should_fail(self) -> bool:
-        # Deterministic: exactly round(n * rate) of the first n requests fail.
-        rate = float(self.behaviour.get("error_rate", 0))
+    def serve_for(self, user: str) -> Served:
+        """The version and variant that serve `user`'s request."""
+        return Served(self.version, self.variant, self.behaviour)
+
+    def should_fail(self, served: Served | None = None) -> bool:
+        # Deterministic per version: exactly round(n * rate) of its first n requests fail.
+        served = served or self.serve_for("")
+        rate = float(served.behaviour.get("error_rate", 0))
         with self._count_lock:
-            n = self._count
-            self._count += 1
+            n = self._counts.get(served.version, 0)
+            self._counts[served.version] = n + 1
         return int((n + 1) * rate) > int(n * rate)
 
 
@@ -122,13 +138,15 @@ def make_handler(svc: Greeter) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"error": "not found"})
                 return
             started = time.perf_counter()
-            time.sleep(float(svc.behaviour.get("latency_ms", 0)) / 1000)
-            failed = svc.should_fail()
+            name = parse_qs(url.query).get("name", ["world"])[0]
+            served = svc.serve_for(name)
+            time.sleep(float(served.behaviour.get("latency_ms", 0)) / 1000)
+            failed = svc.should_fail(served)
             if failed:
-                status, body = 500, {"error": "injected failure"}
+                status, body = 500, {"error": "injected failure", "version": served.version}
             else:
-                name = parse_qs(url.query).get("name", ["world"])[0]
-                status, body = 200, {"message": greeting(name, svc.behaviour), "version": svc.version}
+                status, body = 200, {"message": greeting(name, served.behaviour), "version": served.version}
+            body["variant"] = served.variant
             # Recorded before the reply: a client that reads /metrics right after its
             # response must find its own request counted (the handler thread races it).
             svc.metrics.record(time.perf_counter() - started, failed)
