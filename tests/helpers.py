@@ -46,3 +46,22 @@ async def assert_eventually(
             if asyncio.get_running_loop().time() >= deadline:
                 raise AssertionError(f"{what or 'condition'} not reached in {timeout}s: {err}") from err
         await asyncio.sleep(interval)
+
+
+def require_binary(name: str) -> str:
+    """The path of a program a test needs (e.g. `prometheus`): absent, the test skips naming it.
+
+    In CI (`RELMAN_CI=1`, set by `.ci/run`) a missing program fails the test instead: the
+    tests that need it must run there, not silently skip.
+    """
+    import os
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("RELMAN_CI") == "1":
+            pytest.fail(f"{name} is not installed; CI must run this test (.ci/run installs it)")
+        pytest.skip(f"needs the {name!r} binary on PATH")
+    return path
