@@ -36,138 +36,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from enum import StrEnum
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, model_validator
 from scipy.stats import mannwhitneyu
 
-from relman.contracts import Model, Verdict
+from relman.contracts import Verdict
+from relman.contracts.analysis import (
+    Classification,
+    Direction,
+    JudgeConfig,
+    Judgment,
+    MetricResult,
+    MetricSpec,
+)
+
+__all__ = [
+    "Classification",
+    "Direction",
+    "JudgeConfig",
+    "Judgment",
+    "MetricResult",
+    "MetricSpec",
+    "Samples",
+    "classify",
+    "judge",
+]
 
 Samples = Sequence[float] | npt.NDArray[np.floating]
 """A metric's values over the window: a list of numbers or a numpy array."""
-
-
-class Direction(StrEnum):
-    INCREASE_IS_BAD = "increase_is_bad"
-    """Errors, latency: only a significant increase fails the metric."""
-    DECREASE_IS_BAD = "decrease_is_bad"
-    """Throughput, success rate: only a significant decrease fails the metric."""
-    EITHER = "either"
-    """Any significant change fails the metric."""
-
-
-class Classification(StrEnum):
-    PASS = "pass"
-    HIGH = "high"
-    LOW = "low"
-    NO_DATA = "no_data"
-
-
-class MetricSpec(Model):
-    """How one metric is judged."""
-
-    name: str = Field(min_length=1, max_length=128)
-    """The metric's name, the key of its samples."""
-    group: str = Field(default="default", min_length=1, max_length=64)
-    """The group whose weight the metric shares."""
-    direction: Direction = Direction.INCREASE_IS_BAD
-    """Which change is harmful."""
-    critical: bool = False
-    """A critical metric classified `high` or `low` fails the whole judgment."""
-    tolerance: float | None = Field(default=None, ge=0, lt=1)
-    """Overrides the judge's tolerance band for this metric."""
-
-
-class JudgeConfig(Model):
-    """The judge's parameters and the metrics it judges."""
-
-    metrics: list[MetricSpec] = Field(min_length=1)
-    """The metrics, each named once."""
-    confidence: float = Field(default=0.95, gt=0, lt=1)
-    """A change is significant when the test's p-value is below 1 - confidence."""
-    tolerance: float = Field(default=0.10, ge=0, lt=1)
-    """A ratio new/old within 1 +- tolerance counts as no change, significant or not."""
-    effect: Literal["mean", "median"] = "mean"
-    """The statistic whose ratio is compared with the tolerance band."""
-    min_samples: int = Field(default=10, ge=3)
-    """Fewer samples than this on either side make the metric `no_data`."""
-    pass_threshold: float = Field(default=95.0, ge=0, le=100)
-    """A score at or above this passes."""
-    marginal_threshold: float = Field(default=75.0, ge=0, le=100)
-    """A score at or above this (and below the pass threshold) is marginal."""
-    group_weights: dict[str, float] = Field(default_factory=dict)
-    """Relative weight of each group (> 0); groups not listed weigh 1."""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> JudgeConfig:
-        if self.marginal_threshold > self.pass_threshold:
-            raise ValueError(
-                f"marginal_threshold {self.marginal_threshold} is above pass_threshold {self.pass_threshold}"
-            )
-        names = [m.name for m in self.metrics]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"metrics named more than once: {', '.join(duplicates)}")
-        bad = sorted(g for g, w in self.group_weights.items() if not (w > 0 and math.isfinite(w)))
-        if bad:
-            raise ValueError(f"group weights must be positive numbers: {', '.join(bad)}")
-        return self
-
-    def weight_of(self, group: str) -> float:
-        return self.group_weights.get(group, 1.0)
-
-
-class MetricResult(Model):
-    """One row of the judgment's table."""
-
-    name: str
-    group: str
-    direction: Direction
-    critical: bool
-    n_new: int
-    n_old: int
-    median_new: float | None
-    median_old: float | None
-    ratio: float | None
-    """The new variant's mean (or median) over the old one's; None without data."""
-    p_value: float | None
-    """The Mann-Whitney U p-value (one-sided in the harmful direction, two-sided for `either`)."""
-    classification: Classification
-    weight: float
-    """Points of the 0-100 score this metric carries (0 without data)."""
-
-
-class Judgment(Model):
-    """The verdict of one comparison of the new variant with the previous one."""
-
-    verdict: Verdict
-    score: float
-    """Weighted share of passing metrics among those with data, 0-100."""
-    reason: str
-    metrics: list[MetricResult]
-
-    def table_text(self) -> str:
-        """One line per metric, for approvers, after a header and the verdict line."""
-        header = (
-            f"{'metric':<24} {'group':<12} {'n new/old':>11} {'median new':>11} {'median old':>11} "
-            f"{'ratio':>7} {'p':>8} {'weight':>6}  result"
-        )
-        lines = [f"verdict {self.verdict.value} (score {self.score:.1f}): {self.reason}", header]
-        for m in self.metrics:
-            result = m.classification.value + (" CRITICAL" if m.critical else "")
-            lines.append(
-                f"{m.name[:24]:<24} {m.group[:12]:<12} {f'{m.n_new}/{m.n_old}':>11} "
-                f"{_fmt(m.median_new):>11} {_fmt(m.median_old):>11} {_fmt(m.ratio, '.3f'):>7} "
-                f"{_fmt(m.p_value, '.2g'):>8} {m.weight:>6.1f}  {result}"
-            )
-        return "\n".join(lines)
-
-
-def _fmt(value: float | None, spec: str = ".4g") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def _ratio(new: float, old: float) -> float:

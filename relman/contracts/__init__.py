@@ -6,9 +6,19 @@ characters, so bad input fails with an error naming the field before anything is
 
 - `base`: names, free text, the domain enums, activity and message names;
 - `governance`: roles, signed statements and proofs, delegations, change models, trust;
-- `release`: the request and plan, votes and gates, activity inputs, the status.
+- `release`: the request and plan, votes and gates, activity inputs, the status;
+- `analysis`: the canary judge's configuration and judgment, Argo-style measurements.
 """
 
+from relman.contracts.analysis import (
+    Classification,
+    Direction,
+    JudgeConfig,
+    Judgment,
+    Measurement,
+    MetricResult,
+    MetricSpec,
+)
 from relman.contracts.base import (
     RELEASE_ID_PATTERN,
     TASK_QUEUE,
@@ -147,6 +157,7 @@ __all__ = [
     "ChangeModel",
     "ChangeRecordInput",
     "ChangeType",
+    "Classification",
     "CloseChangeInput",
     "CloseCode",
     "Comment",
@@ -160,6 +171,7 @@ __all__ = [
     "DeployInput",
     "DeployRecord",
     "DeployResult",
+    "Direction",
     "Environment",
     "ErrorType",
     "EventInput",
@@ -174,11 +186,16 @@ __all__ = [
     "GateTimeouts",
     "HealthInput",
     "HealthReport",
+    "JudgeConfig",
+    "Judgment",
     "KeyId",
     "LeaseDecision",
     "LeaseInput",
     "LongText",
+    "Measurement",
     "Message",
+    "MetricResult",
+    "MetricSpec",
     "Model",
     "Nonce",
     "Notification",

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
+from relman.contracts.analysis import Judgment, Measurement
 from relman.contracts.base import (
     ChangeType,
     CloseCode,
@@ -452,6 +453,9 @@ class HealthInput(StepInput):
     environment: Environment
     version: Version
     acceptance: AcceptanceCriteria
+    previous_version: Version | None = None
+    """The version the new one replaces, for analysis queries naming `{previous_version}`;
+    None: the activity reads what the environment runs."""
 
 
 class HealthReport(Model):
@@ -460,6 +464,11 @@ class HealthReport(Model):
     latency_ms: float | None = None
     samples: int = 0
     detail: Comment = ""
+    canary: Judgment | None = None
+    """The canary judge's comparison of the new variant with the previous one (Prometheus
+    analysis with a `canary` section), shown to approvers at a marginal gate."""
+    measurements: list[Measurement] = Field(default_factory=list, max_length=200)
+    """The Argo-style analysis' measurements, each metric at each run, oldest first."""
 
 
 class Notification(StepInput):
