@@ -39,6 +39,7 @@ from pydantic import (
     model_validator,
 )
 
+from relman.analysis.spec import AnalysisSpec
 from relman.contracts import (
     AcceptanceCriteria,
     ChangeModel,
@@ -75,6 +76,30 @@ HEALTH_PLACEHOLDERS = frozenset(
     {"version", "service", "environment", "env_dir", "release_dir", "source_dir", "python"}
 )
 PATH_PLACEHOLDERS = frozenset({"catalog_dir", "data_dir"})
+# A command environment's commands (`type: command`). In `rollback`, `{version}` is the
+# version to restore and `{previous_version}` the one removed; `{package_dir}` and
+# `{release_dir}` are then that version's staged folder. `current` only asks what runs.
+DEPLOY_PLACEHOLDERS = frozenset(
+    {
+        "version",
+        "previous_version",
+        "package_dir",
+        "release_dir",
+        "env_dir",
+        "service",
+        "environment",
+        "python",
+    }
+)
+CURRENT_PLACEHOLDERS = frozenset({"env_dir", "service", "environment", "python"})
+UNDEPLOY_PLACEHOLDERS = frozenset({"version", "env_dir", "service", "environment", "python"})
+ENV_COMMANDS = {
+    "deploy": DEPLOY_PLACEHOLDERS,
+    "rollback": DEPLOY_PLACEHOLDERS,
+    "current": CURRENT_PLACEHOLDERS,
+    "undeploy": UNDEPLOY_PLACEHOLDERS,
+}
+"""Each command field of a command environment and the placeholders it may use."""
 
 MAX_KEYS = 10
 """Keys per person or provider: enough for a rotation or two (the contracts' bound)."""
@@ -281,13 +306,55 @@ class SuiteSpec(_Strict):
 
 
 class EnvironmentSpec(_Strict):
+    """Where a version goes live: a `directory` (a `current` symlink) or `command`s.
+
+    A command environment still stages each version into `base_dir/<version>` (its commands
+    may read it as `{release_dir}`), keeps its deploy records there, and mirrors the version
+    `current` reports as the `base_dir/current` symlink that exposure and health read.
+    """
+
+    type: Literal["directory", "command"] = "directory"
     base_dir: Path
     """Holds one folder per version and the `current` symlink; created when first used."""
+    deploy: list[str] | None = None
+    """Argv making `{version}` run; must succeed again when it already runs (a retry)."""
+    rollback: list[str] | None = None
+    """Argv putting back the named `{version}` (the one the deploy replaced)."""
+    current: list[str] | None = None
+    """Argv printing the version that runs now (one line; nothing when none does)."""
+    undeploy: list[str] | None = None
+    """Optional argv stopping `{version}` when a rollback has nothing to put back (the
+    environment's first deploy); without it such a rollback is refused."""
+    timeout: float = Field(default=300, gt=0, le=600)
+    """Seconds each command may take; the deploy activity itself is cut at 15 minutes."""
 
     @field_validator("base_dir", mode="before")
     @classmethod
     def _path(cls, v: Any, info: ValidationInfo) -> Path:
         return _resolve_path(str(v), info)
+
+    @field_validator("deploy", "rollback", "current", "undeploy", mode="before")
+    @classmethod
+    def _argv(cls, v: Any, info: ValidationInfo) -> list[str] | None:
+        assert info.field_name is not None
+        return None if v is None else _check_argv(v, ENV_COMMANDS[info.field_name])
+
+    @model_validator(mode="after")
+    def _commands_match_type(self) -> EnvironmentSpec:
+        given = [k for k in ENV_COMMANDS if getattr(self, k) is not None]
+        if self.type == "directory" and given:
+            raise ValueError(f"{', '.join(given)}: only an environment of type: command runs commands")
+        missing = [k for k in ("deploy", "rollback", "current") if getattr(self, k) is None]
+        if self.type == "command" and missing:
+            raise ValueError(f"type: command needs {', '.join(missing)} (argv lists)")
+        return self
+
+    def commands(self) -> Iterator[tuple[str, list[str]]]:
+        """(field, argv) of each command this environment runs."""
+        for kind in ENV_COMMANDS:
+            argv = getattr(self, kind)
+            if argv is not None:
+                yield kind, argv
 
 
 class HealthSpec(_Strict):
@@ -341,6 +408,17 @@ class HealthSpec(_Strict):
                 f"give exactly one metrics source of http, file, command (got {given or 'none'})"
             )
         return self
+
+
+class ExposureSpec(_Strict):
+    """How relman exposes a service through flagd and reads the flag back before a bake."""
+
+    flag: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")] | None = None
+    """The flag key services evaluate; the service name when unset."""
+    sample_keys: int = Field(default=2000, ge=100, le=100_000)
+    """Synthetic targeting keys evaluated through the OpenFeature SDK on each read-back."""
+    reload_timeout: float = Field(default=10, gt=0, le=300)
+    """Seconds the read-back waits for the provider to serve the write before failing the stage."""
 
 
 class CabSpec(_Strict):
@@ -463,6 +541,10 @@ class ServiceSpec(ServiceRoles):
     tests: list[SuiteSpec] = Field(default_factory=list)
     environments: dict[Environment, EnvironmentSpec]
     health: HealthSpec
+    analysis: AnalysisSpec | None = None
+    exposure: ExposureSpec = Field(default_factory=ExposureSpec)
+    """Health from Prometheus (Argo-style metrics, a canary judge): when given, it replaces
+    the `health` probe, which stays as the fallback where no Prometheus runs."""
     review_period: timedelta = timedelta(days=1)
     timeouts: GateTimeouts = Field(default_factory=GateTimeouts)
     min_pass_rate: float = Field(default=1.0, ge=0, le=1)
@@ -514,6 +596,8 @@ class ServiceSpec(ServiceRoles):
         commands += [(f"tests.{i}.command", s.command) for i, s in enumerate(self.tests)]
         if self.health.command is not None:
             commands.append(("health.command", self.health.command))
+        for env, env_spec in self.environments.items():
+            commands += [(f"environments.{env.value}.{kind}", argv) for kind, argv in env_spec.commands()]
         for where, argv in commands:
             try:
                 _check_executable(argv, self.workdir)

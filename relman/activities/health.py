@@ -1,7 +1,9 @@
 """Health activity: read a service's metrics and judge them pass / marginal / fail / no_data.
 
 Metrics come from the catalog's probe: an HTTP endpoint on localhost, a JSON file, or a
-command printing a JSON object. Thresholds come from the approved plan's acceptance
+command printing a JSON object; or, for a service with an `analysis`, from Prometheus
+(`relman.activities.analysis`: Argo-style measurements and the canary judge), which then
+replaces the probe. Thresholds come from the approved plan's acceptance
 criteria; the catalog adds the minimum sample count and the marginal band.
 A probe that cannot be read, a stale metrics file, metrics that name another version,
 or too few samples, is `no_data` — never a pass.
@@ -21,6 +23,7 @@ from typing import Any
 import structlog
 from temporalio import activity
 
+from relman.activities.analysis import Analysis
 from relman.activities.runner import command_env, run_command
 from relman.activities.services import service_spec
 from relman.catalog import Catalog, HealthSpec, ServiceSpec, render_argv, substitute
@@ -129,6 +132,25 @@ def release_dir_for(spec: ServiceSpec, environment: Environment, version: str) -
     return None
 
 
+def canary_applies(step: str) -> bool:
+    """Whether a health check compares the variants: a dark-launch stage's check
+    (`health-<stage>-<attempt>`) does; after go-live the previous variant serves no one."""
+    return step.startswith("health-")
+
+
+def _running_other(spec: ServiceSpec, inp: HealthInput) -> str | None:
+    """The version production's `current` points at, when it is not the one under test
+    (during a dark launch: the version being replaced); None when unknown."""
+    base = getattr(spec.environments.get(Environment.PRODUCTION), "base_dir", None)
+    if base is None:
+        return None
+    try:
+        running = (Path(base) / "current").resolve(strict=True).name
+    except OSError:
+        return None
+    return running if running != inp.version else None
+
+
 class HealthActivities:
     """Probes a service's metrics as the catalog describes and judges them."""
 
@@ -182,10 +204,39 @@ class HealthActivities:
             raise MetricsUnavailable(f"probe command {why}: {result.tail[-300:]}")
         return _last_json_object(result.stdout_tail)
 
+    async def analyse(self, spec: ServiceSpec, inp: HealthInput) -> HealthReport:
+        """Health from Prometheus per the catalog's `analysis`; the canary only while both
+        variants serve (a dark-launch stage's check), not after go-live."""
+        assert spec.analysis is not None
+        values = {
+            "service": inp.service,
+            "version": inp.version,
+            "previous_version": inp.previous_version or _running_other(spec, inp),
+            "environment": inp.environment.value,
+        }
+        analysis = Analysis(
+            spec.analysis, values, heartbeat=lambda d: activity.heartbeat({"step": "health", **d})
+        )
+        result = await analysis.run(canary=canary_applies(inp.step))
+        counted = sum(m.value is not None for m in result.measurements)
+        counted += sum(m.n_new + m.n_old for m in result.canary.metrics) if result.canary else 0
+        log.info(
+            "health.analysed", key=inp.idempotency_key, verdict=result.verdict.value, detail=result.detail()
+        )
+        return HealthReport(
+            verdict=result.verdict,
+            samples=counted,
+            detail=result.detail(),
+            canary=result.canary,
+            measurements=result.measurements,
+        )
+
     @activity.defn(name=Activity.CHECK_HEALTH)
     async def check_health(self, inp: HealthInput) -> HealthReport:
         """Read the metrics once and return a verdict; an unreadable probe is `no_data`."""
         spec = service_spec(self.catalog, inp.service)
+        if spec.analysis is not None:
+            return await self.analyse(spec, inp)
         thresholds = HealthThresholds(
             max_error_rate=inp.acceptance.max_error_rate,
             max_latency_ms=inp.acceptance.max_latency_ms,

@@ -13,14 +13,27 @@ def when(at: datetime | None) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if at else "none"
 
 
+HEALTH_LIMIT = 900
+"""Characters of one health line: it is a gate's evidence, and a notification is one line of
+at most 1000 characters with the gate's words around it."""
+
+
 def health(report: HealthReport) -> str:
-    """A health report as approvers read it: the verdict, its figures, and why."""
+    """A health report as approvers read it, on one bounded line: the verdict, its figures,
+    the canary judge's table (one `metric result xratio p` per metric, failures first), why."""
     figures = [f"health {report.verdict}", f"{report.samples} samples"]
     if report.error_rate is not None:
         figures.append(f"error rate {report.error_rate:.2%}")
     if report.latency_ms is not None:
         figures.append(f"latency {report.latency_ms:.0f} ms")
-    return ", ".join(figures) + (f" ({report.detail})" if report.detail else "")
+    text = ", ".join(figures)
+    if report.canary is not None:
+        text += "; " + report.canary.summary(HEALTH_LIMIT - len(text) - 2)
+    if report.detail and len(text) + 20 < HEALTH_LIMIT:
+        room = HEALTH_LIMIT - len(text) - 3
+        detail = report.detail if len(report.detail) <= room else report.detail[: room - 3] + "..."
+        text += f" ({detail})"
+    return text
 
 
 def window_wait(wait: WindowWait, next_check: datetime, what: str) -> str:
