@@ -21,6 +21,11 @@ real directories, are ever removed; version directories and `current` are never 
 
 Downgrades: a deploy of a version lower than the one `current` serves (semantic-version
 precedence) is refused unless the request allows it (`allow_downgrade`).
+
+Targets: what makes a version serve is a `Target`. For a directory it is the `current`
+switch itself; for `type: command` (relman/activities/command_deploy.py) it is the catalog's
+deploy and rollback commands, checked by its `current` command, with `current` kept as a
+mirror of the verified version. Staging, records, the lock and every rule above are shared.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from temporalio import activity
@@ -274,24 +279,85 @@ class EnvironmentDir:
                 os.rename(tmp, target)
 
 
+class Target(Protocol):
+    """How an environment makes a version live and says which one is: the adapters' seam.
+
+    The deploy and rollback rules (records, idempotency, downgrades, third versions) are the
+    same for every kind of environment and live in `EnvironmentActivities`; a target only
+    switches. Its methods are called holding the environment's lock.
+    """
+
+    mirror_is_truth: bool
+    """Whether `<base>/current` is what serves (a directory) or a mirror of it (commands)."""
+
+    async def running(self) -> str | None:
+        """The version that serves now, or None."""
+        ...
+
+    async def make_live(self, version: str, previous: str | None, package_dir: Path) -> None:
+        """Make `version` (staged in `<base>/<version>`) serve, verified; then mirror it."""
+        ...
+
+    async def restore(self, version: str | None, removed: str) -> None:
+        """Put `version` back in place of `removed` (None: nothing serves), verified, mirrored."""
+        ...
+
+
+class DirectoryTarget:
+    """The built-in target: switching the `current` symlink is the deploy."""
+
+    mirror_is_truth = True
+
+    def __init__(self, env: EnvironmentDir) -> None:
+        self.env = env
+
+    async def running(self) -> str | None:
+        return self.env.current()
+
+    async def make_live(self, version: str, previous: str | None, package_dir: Path) -> None:
+        self.env.switch(version)
+
+    async def restore(self, version: str | None, removed: str) -> None:
+        if version is not None and not self.env.version_dir(version).is_dir():
+            raise ApplicationError(
+                f"{self.env.name}: version {version} to restore is not on disk",
+                type=ErrorType.DEPLOY_FAILED,
+                non_retryable=True,
+            )
+        self.env.switch(version)
+
+
 class EnvironmentActivities:
-    """Deploy and roll back catalog environments (directories with a `current` symlink)."""
+    """Deploy and roll back catalog environments: directories, or commands (`type: command`)."""
 
     def __init__(self, catalog: Catalog, lock_wait: float = 30.0) -> None:
         self.catalog = catalog
         self.lock_wait = lock_wait
 
     def env(self, service: str, environment: Environment) -> EnvironmentDir:
+        return self.target(service, environment)[0]
+
+    def target(self, service: str, environment: Environment) -> tuple[EnvironmentDir, Target]:
+        """The environment's directory and the target that switches what serves."""
         spec = service_spec(self.catalog, service)
-        return EnvironmentDir(spec.env_dir(environment), f"{service}/{environment.value}", self.lock_wait)
+        env_spec = spec.environments[environment]
+        name = f"{service}/{environment.value}"
+        if env_spec.type == "directory":
+            env = EnvironmentDir(env_spec.base_dir, name, self.lock_wait)
+            return env, DirectoryTarget(env)
+        from relman.activities.command_deploy import CommandTarget, holder_limit
+
+        # The holder runs commands under the lock: it is stuck only past their own limits.
+        env = EnvironmentDir(env_spec.base_dir, name, self.lock_wait + holder_limit(env_spec))
+        return env, CommandTarget(spec, service, environment, env)
 
     @activity.defn(name=Activity.DEPLOY)
     async def deploy(self, inp: DeployInput) -> DeployResult:
         """Put `inp.version` live in the environment; a no-op when it already is."""
-        env = self.env(inp.service, inp.environment)
+        env, target = self.target(inp.service, inp.environment)
         env.ensure()
         recorded = env.load_state().get(inp.idempotency_key)
-        if recorded and env.current() == recorded["version"]:
+        if recorded and target.mirror_is_truth and env.current() == recorded["version"]:
             return DeployResult.model_validate(recorded["result"])
         try:
             await asyncio.to_thread(verify_package, Path(inp.package.path))
@@ -313,13 +379,25 @@ class EnvironmentActivities:
         await asyncio.to_thread(env.stage, inp.package)
         async with env.locked(inp.idempotency_key):
             env.remove_switch_leftovers()
-            previous = env.current()
-            self._refuse_downgrade(inp, previous)
+            running = await target.running()
+            state = env.load_state()
+            recorded = state.get(inp.idempotency_key)
+            ours = recorded is not None and recorded.get("version") == inp.version
+            if ours and running == inp.version == env.current():
+                # An earlier attempt finished (the mirror moves only once verified).
+                assert recorded is not None
+                return DeployResult.model_validate(recorded["result"])
+            self._refuse_downgrade(inp, running)
+            previous = running
+            if ours and running == inp.version:
+                # An attempt killed after its switch, before verifying it: what it replaced is
+                # on record, and the switch is redone (a deploy command must be idempotent).
+                assert recorded is not None
+                previous = recorded["previous_version"]
             changed = previous != inp.version
             result = DeployResult(
                 environment=inp.environment, version=inp.version, previous_version=previous, changed=changed
             )
-            state = env.load_state()
             state[inp.idempotency_key] = {
                 "release_id": inp.release_id,
                 "version": inp.version,
@@ -331,6 +409,8 @@ class EnvironmentActivities:
             # the switch, never a switch without the record of what it replaced.
             env.save_state(state)
             if changed:
+                await target.make_live(inp.version, previous, Path(inp.package.path))
+            elif env.current() != inp.version:
                 env.switch(inp.version)
         log.info(
             "deploy.done",
@@ -364,7 +444,7 @@ class EnvironmentActivities:
         If `current` has moved on to a third version, nothing is touched and the rollback is
         refused (non-retryable) rather than clobbering another release.
         """
-        env = self.env(inp.service, inp.environment)
+        env, target = self.target(inp.service, inp.environment)
         async with env.locked(inp.idempotency_key):
             state = env.load_state()
             if inp.deploy_step is not None:
@@ -378,7 +458,7 @@ class EnvironmentActivities:
                     if r.get("release_id") == inp.release_id and r.get("version") == inp.version
                 ]
             records.sort(key=lambda r: r.get("at", 0))
-            current = env.current()
+            current = await target.running()
             if records:
                 changing = [r for r in records if r["previous_version"] != inp.version]
                 restore = changing[0]["previous_version"] if changing else inp.version
@@ -388,6 +468,8 @@ class EnvironmentActivities:
                 # Nothing recorded: only roll back if our version is what serves.
                 restore = inp.restore_version if current == inp.version else current
             if current == restore:
+                if env.current() != current:
+                    env.switch(current)  # a command environment's mirror catches up
                 return DeployResult(
                     environment=inp.environment,
                     version=current or inp.version,
@@ -400,13 +482,7 @@ class EnvironmentActivities:
                     type=ErrorType.DEPLOY_FAILED,
                     non_retryable=True,
                 )
-            if restore is not None and not env.version_dir(restore).is_dir():
-                raise ApplicationError(
-                    f"{env.name}: version {restore} to restore is not on disk",
-                    type=ErrorType.DEPLOY_FAILED,
-                    non_retryable=True,
-                )
-            env.switch(restore)
+            await target.restore(restore, inp.version)
         log.info(
             "rollback.done", key=inp.idempotency_key, env=env.name, removed=inp.version, restored=restore
         )

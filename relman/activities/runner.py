@@ -121,6 +121,19 @@ def _kill_orphan(marker: Path) -> None:
     marker.unlink(missing_ok=True)
 
 
+def _marker(output_path: Path) -> Path:
+    return output_path.with_name(output_path.name + ".pgid")
+
+
+def stop_orphan(output_path: Path) -> None:
+    """Kill a command a killed worker left running with this `output_path`, if any.
+
+    `run_command` does it itself before it starts; call it to stop such a command before
+    doing something else it must not run beside (hold a lock that rules out a live owner).
+    """
+    _kill_orphan(_marker(output_path))
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -165,7 +178,7 @@ async def run_command(
         os.close(fd)
         output_path = Path(name)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    marker = output_path.with_name(output_path.name + ".pgid")
+    marker = _marker(output_path)
     _kill_orphan(marker)
     started = time.monotonic()
     tail, stdout_tail = _Tail(tail_bytes), _Tail(tail_bytes)
