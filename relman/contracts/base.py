@@ -320,6 +320,8 @@ class ErrorType(StrEnum):
     TESTS_FAILED = "TestsFailed"
     DEPLOY_FAILED = "DeployFailed"
     HEALTH_FAILED = "HealthFailed"
+    EXPOSURE_MISMATCH = "ExposureMismatch"
+    """A flag that does not evaluate through the OpenFeature SDK as relman wrote it."""
     ENVIRONMENT_LOCKED = "EnvironmentLocked"
     CATALOG_INVALID = "CatalogInvalid"
     REFUSED = "Refused"

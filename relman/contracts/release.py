@@ -441,6 +441,10 @@ class ExposureInput(StepInput):
     version: Version
     percent: float = Field(ge=0, le=100)
     allow_list: list[UserName] = Field(default_factory=list)
+    stage: str = ""
+    """The rollout stage (or `go-live`, `exposure-off`) the flag metadata names."""
+    digest: str = ""
+    """The package's artifact digest, for the flag metadata."""
 
 
 class ExposureResult(Model):

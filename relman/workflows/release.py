@@ -356,7 +356,7 @@ class ReleaseWorkflow:
         status = StageStatus(name=stage.name, percent=stage.percent, started_at=workflow.now())
         self._s.stages.append(status)
         self._details(f"stage {stage.name}: {stage.percent}% exposed, baking {stage.bake_seconds}s")
-        await self._expose(f"expose-stage-{stage.name}", stage.percent, stage.allow_list)
+        await self._expose(f"expose-stage-{stage.name}", stage.percent, stage.allow_list, stage=stage.name)
         self._run.promote = False
         bake_ends = workflow.now() + timedelta(seconds=stage.bake_seconds)
         await self._wait(lambda: self._run.promote, bake_ends, f"bake of stage {stage.name}")
@@ -415,7 +415,7 @@ class ReleaseWorkflow:
         # Full exposure and verification together: one workflow task fewer per release.
         report, _ = await asyncio.gather(
             self._health(Environment.PRODUCTION, "verify-production"),
-            self._expose("expose-go-live", 100.0, []),
+            self._expose("expose-go-live", 100.0, [], stage=GO_LIVE),
         )
         if report.verdict is Verdict.FAIL:
             raise _Stop(Outcome.ROLLED_BACK, f"production verification failed: {report.detail}")
@@ -575,10 +575,12 @@ class ReleaseWorkflow:
         percent: float,
         allow_list: list[str],
         *,
+        stage: str,
         summary: str | None = None,
         retry: RetryPolicy = STEP_RETRY,
     ) -> None:
         request = self._s.request
+        package = self._s.package
         await self._activity(
             Activity.SET_EXPOSURE,
             ExposureInput(
@@ -588,6 +590,8 @@ class ReleaseWorkflow:
                 version=request.version,
                 percent=percent,
                 allow_list=allow_list,
+                stage=stage,
+                digest=package.digest if package else "",
             ),
             ExposureResult,
             summary
@@ -602,6 +606,7 @@ class ReleaseWorkflow:
             "exposure-off",
             0.0,
             [],
+            stage="exposure-off",
             summary=f"kill switch: exposure of {version} to 0%",
             retry=COMPENSATION_RETRY,
         )

@@ -1,0 +1,197 @@
+"""flagd flag definitions for exposure: build, validate against flagd's schema, write atomically.
+
+One file per environment (`<env base>/flags.flagd.json`) holds one flag per service. A flag
+has two string variants, `new` (the release's version) and `previous` (what production served
+before the release), and says who gets `new`:
+
+- allow-listed targeting keys always (an `in` rule on `targetingKey`);
+- everyone else through flagd's `fractional` operator, with weights out of `WEIGHT_TOTAL`
+  (0.01% resolution) and `new` first. flagd hashes `[flagKey, targetingKey]` and picks the
+  bucket from the hash times the total weight, so with the total fixed a key's position never
+  moves: growing `new`'s weight only adds keys (1% stays inside 5% and 25%). Keys without a
+  targeting key get `defaultVariant`;
+- 0% with an empty allow-list is the kill switch: no targeting, everyone `previous`;
+- 100% makes `new` the default variant with no targeting: every request, keyed or not.
+
+Metadata names the release, version, previous version, artifact digest, stage and percent, so
+a reader can tell which write it sees. Nothing here talks to Temporal or to OpenFeature.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+FLAGS_FILE = "flags.flagd.json"
+FLAGS_LOG = "flags.log"
+SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
+WEIGHT_TOTAL = 10_000
+"""Fractional weights are integers out of this: 0.01% resolution, and the bucket of a key
+depends on the total, so it must never change between the stages of a release."""
+NEW = "new"
+PREVIOUS = "previous"
+
+
+class FlagdError(ValueError):
+    """A flag document that flagd's schema refuses, or a flags file that is not a document."""
+
+
+@dataclass(frozen=True)
+class ExposureFlag:
+    """What one exposure write says about one service's flag."""
+
+    key: str
+    release: str
+    version: str
+    previous: str
+    percent: float
+    allow_list: tuple[str, ...] = ()
+    digest: str = ""
+    stage: str = ""
+    metadata: dict[str, str | float] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allow_list", tuple(sorted(set(self.allow_list))))
+        object.__setattr__(
+            self,
+            "metadata",
+            {
+                "managedBy": "relman",
+                "release": self.release,
+                "version": self.version,
+                "previous": self.previous,
+                "digest": self.digest,
+                "stage": self.stage,
+                "percent": self.percent,
+            },
+        )
+
+    @property
+    def weight(self) -> int:
+        """`new`'s fractional weight out of WEIGHT_TOTAL."""
+        return max(0, min(WEIGHT_TOTAL, round(self.percent * WEIGHT_TOTAL / 100)))
+
+    @property
+    def killed(self) -> bool:
+        return self.weight == 0 and not self.allow_list
+
+
+def targeting(flag: ExposureFlag) -> dict[str, Any] | None:
+    """The flag's JSONLogic rule, or None where the default variant says it all."""
+    if flag.weight >= WEIGHT_TOTAL or flag.killed:
+        return None
+    rest: dict[str, Any] | None = None
+    if flag.weight > 0:
+        rest = {"fractional": [[NEW, flag.weight], [PREVIOUS, WEIGHT_TOTAL - flag.weight]]}
+    if not flag.allow_list:
+        return rest
+    # null in the else branch falls back to defaultVariant (previous).
+    return {"if": [{"in": [{"var": "targetingKey"}, list(flag.allow_list)]}, NEW, rest]}
+
+
+def definition(flag: ExposureFlag) -> dict[str, Any]:
+    """The flagd definition of one flag."""
+    body: dict[str, Any] = {
+        "state": "ENABLED",
+        "variants": {NEW: flag.version, PREVIOUS: flag.previous},
+        "defaultVariant": NEW if flag.weight >= WEIGHT_TOTAL else PREVIOUS,
+        "metadata": dict(flag.metadata),
+    }
+    rule = targeting(flag)
+    if rule is not None:
+        body["targeting"] = rule
+    return body
+
+
+def empty_document() -> dict[str, Any]:
+    return {"$schema": SCHEMA_URL, "flags": {}}
+
+
+def with_flag(document: dict[str, Any], flag: ExposureFlag) -> dict[str, Any]:
+    """A copy of `document` with `flag`'s definition in place of its old one."""
+    flags = dict(document.get("flags") or {})
+    flags[flag.key] = definition(flag)
+    return {**document, "flags": dict(sorted(flags.items()))}
+
+
+def kept_previous(document: dict[str, Any], key: str, release: str) -> str | None:
+    """The `previous` variant this release wrote before, if the flag is still its own.
+
+    Captured at the release's first exposure and kept: after go-live production's `current`
+    is the new version itself, so it cannot be asked again.
+    """
+    old = (document.get("flags") or {}).get(key)
+    if not isinstance(old, dict) or (old.get("metadata") or {}).get("release") != release:
+        return None
+    previous = (old.get("variants") or {}).get(PREVIOUS)
+    return previous if isinstance(previous, str) and previous else None
+
+
+@cache
+def _validator() -> Any:
+    # Imported here: jsonschema and its registry load in ~100 ms, and only writers need them.
+    from jsonschema import Draft7Validator
+    from referencing import Registry, Resource
+
+    folder = resources.files("relman.activities") / "schemas"
+    schemas = [json.loads((folder / name).read_text()) for name in ("flags.json", "targeting.json")]
+    registry: Registry[Any] = Registry().with_resources(
+        (schema["$id"], Resource.from_contents(schema)) for schema in schemas
+    )
+    return Draft7Validator(schemas[0], registry=registry)
+
+
+def validate(document: dict[str, Any]) -> None:
+    """Refuse a document flagd's published schema refuses, in one line naming where."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator().iter_errors(document))
+    if error is not None:
+        # A flag is one of four typed flags (oneOf): name the deepest reason, not "not valid
+        # under any of the given schemas" over the whole flag.
+        while error.context:
+            error = best_match(error.context)
+        where = "/".join(str(p) for p in error.absolute_path) or "the document"
+        message = " ".join(error.message.split())
+        raise FlagdError(f"flagd schema refuses {where}: {message[:300]}")
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """The flags document at `path`; an empty one if there is no file yet."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return empty_document()
+    except (OSError, ValueError) as exc:
+        raise FlagdError(f"{path}: not a flagd JSON document ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("flags", {}), dict):
+        raise FlagdError(f"{path}: not a flagd document (no `flags` object)")
+    return data
+
+
+def write_document(path: Path, document: dict[str, Any]) -> None:
+    """Validate, then replace atomically: readers see the old file or the new, never half."""
+    validate(document)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}"
+    try:
+        with tmp.open("w") as f:
+            json.dump(document, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    # The rename is durable only once the directory entry is.
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
