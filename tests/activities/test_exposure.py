@@ -1,70 +1,183 @@
-"""Exposure: a real flags file, sticky cohorts, the kill switch."""
+"""The SET_EXPOSURE activity: a real flagd file, read back through the OpenFeature SDK."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
+import pytest
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from relman.activities.exposure import FLAGS_FILE, ExposureActivities, in_cohort
-from relman.contracts import Environment, ExposureInput
+from relman.activities import flag_reader, flagd
+from relman.activities.exposure import ExposureActivities
+from relman.contracts import Environment, ErrorType, ExposureInput
 
-from .greeter_support import example_catalog
+from .greeter_support import custom_catalog, example_catalog
 
-USERS = [f"user-{i}" for i in range(5000)]
-
-
-def test_cohorts_are_sticky_and_nested() -> None:
-    one = {u for u in USERS if in_cohort(u, 1, [], "greeter")}
-    five = {u for u in USERS if in_cohort(u, 5, [], "greeter")}
-    quarter = {u for u in USERS if in_cohort(u, 25, [], "greeter")}
-    assert one <= five <= quarter  # growing a stage never drops anyone
-    assert one == {u for u in USERS if in_cohort(u, 1, [], "greeter")}  # same answer every time
-    assert 20 <= len(one) <= 90 and 180 <= len(five) <= 320 and 1100 <= len(quarter) <= 1400
-    assert {u for u in USERS if in_cohort(u, 1, [], "other-salt")} != one
+DIGEST = "ab" * 32
 
 
-def test_allow_list_and_kill_switch() -> None:
-    assert in_cohort("alice", 0, ["alice"], "greeter")
-    assert not in_cohort("bob", 0, ["alice"], "greeter")
-    assert not any(in_cohort(u, 0, [], "greeter") for u in USERS)
-    assert all(in_cohort(u, 100, [], "greeter") for u in USERS)
-
-
-def exposure(percent: float, allow: list[str] | None = None, step: str = "stage") -> ExposureInput:
+def exposure(
+    percent: float,
+    allow: list[str] | None = None,
+    step: str = "stage",
+    version: str = "1.3.0",
+    stage: str = "",
+) -> ExposureInput:
     return ExposureInput(
-        release_id="release-greeter-1.3.0",
+        release_id=f"release-greeter-{version}",
         step=step,
         service="greeter",
         environment=Environment.PRODUCTION,
-        version="1.3.0",
+        version=version,
         percent=percent,
         allow_list=allow or [],
+        stage=stage,
+        digest=DIGEST,
     )
 
 
-async def test_set_exposure_writes_the_flags_file_idempotently(tmp_path: Path) -> None:
+def live(base: Path, version: str) -> None:
+    """Production serves `version` (what the directory and command deploys leave behind)."""
+    base.mkdir(parents=True, exist_ok=True)
+    link = base / "current"
+    link.unlink(missing_ok=True)
+    os.symlink(version, link)
+
+
+def greeter_flag(path: Path) -> dict[str, Any]:
+    flag: dict[str, Any] = json.loads(path.read_text())["flags"]["greeter"]
+    return flag
+
+
+async def test_set_exposure_writes_the_flag_idempotently_and_reads_it_back(tmp_path: Path) -> None:
     catalog = example_catalog(tmp_path / "data")
     acts = ExposureActivities(catalog)
-    flags_path = catalog.service("greeter").env_dir(Environment.PRODUCTION) / FLAGS_FILE
+    base = catalog.service("greeter").env_dir(Environment.PRODUCTION)
+    path = base / flagd.FLAGS_FILE
+    live(base, "1.2.0")
     env = ActivityEnvironment()
 
-    first = await env.run(acts.set_exposure, exposure(0, ["alice", "bob"], step="stage:allow-list"))
+    first = await env.run(
+        acts.set_exposure, exposure(0, ["alice", "bob"], "stage:allow-list", stage="allow-list")
+    )
     assert first.changed
-    flags = json.loads(flags_path.read_text())["greeter"]
-    assert flags["version"] == "1.3.0" and flags["allow_list"] == ["alice", "bob"] and flags["enabled"]
+    flag = greeter_flag(path)
+    assert flag["variants"] == {"new": "1.3.0", "previous": "1.2.0"} and flag["defaultVariant"] == "previous"
+    assert flag["metadata"]["release"] == "release-greeter-1.3.0" and flag["metadata"]["digest"] == DIGEST
+    assert flag["metadata"]["stage"] == "allow-list"
 
-    again = await env.run(acts.set_exposure, exposure(0, ["bob", "alice"], step="stage:allow-list"))
+    again = await env.run(
+        acts.set_exposure, exposure(0, ["bob", "alice"], "stage:allow-list", stage="allow-list")
+    )
     assert not again.changed
+    assert len((base / flagd.FLAGS_LOG).read_text().splitlines()) == 1  # only changes are logged
 
-    await env.run(acts.set_exposure, exposure(5, step="stage:five"))
-    flags = json.loads(flags_path.read_text())["greeter"]
-    assert flags["percent"] == 5 and flags["updated_by"] == "release-greeter-1.3.0/stage:five"
+    await env.run(acts.set_exposure, exposure(5, step="stage:five", stage="five"))
+    flag = greeter_flag(path)
+    assert flag["targeting"] == {"fractional": [["new", 500], ["previous", 9500]]}
+    # Past go-live production runs the new version, yet the release keeps its `previous`.
+    live(base, "1.3.0")
+    await env.run(acts.set_exposure, exposure(100, step="expose-go-live", stage="go-live"))
+    assert greeter_flag(path)["variants"]["previous"] == "1.2.0"
 
-    killed = await env.run(acts.set_exposure, exposure(0, step="kill"))
+    killed = await env.run(acts.set_exposure, exposure(0, step="kill", stage="exposure-off"))
     assert killed.changed and killed.percent == 0
-    flags = json.loads(flags_path.read_text())["greeter"]
-    assert not flags["enabled"]
-    assert not any(in_cohort(u, flags["percent"], flags["allow_list"], flags["salt"]) for u in USERS)
-    assert [p.name for p in flags_path.parent.iterdir() if p.name.startswith(".flags")] == []
+    flag = greeter_flag(path)
+    assert "targeting" not in flag and flag["metadata"]["stage"] == "exposure-off"
+    with flag_reader.FlagReader(path) as reader:
+        assert {reader.evaluate("greeter", f"user-{i}").value for i in range(500)} == {"1.2.0"}
+    lines = [json.loads(line) for line in (base / flagd.FLAGS_LOG).read_text().splitlines()]
+    assert [line["stage"] for line in lines] == ["allow-list", "five", "go-live", "exposure-off"]
+    assert lines[-1]["key"] == "release-greeter-1.3.0/kill"
+    assert [p.name for p in base.iterdir() if p.name.startswith(".flags")] == []
+
+
+async def test_the_next_release_captures_its_own_previous(tmp_path: Path) -> None:
+    catalog = example_catalog(tmp_path / "data")
+    acts = ExposureActivities(catalog)
+    base = catalog.service("greeter").env_dir(Environment.PRODUCTION)
+    env = ActivityEnvironment()
+    # A first release: production runs nothing, so `previous` is the new version itself.
+    await env.run(acts.set_exposure, exposure(1, version="1.1.0", stage="one"))
+    assert greeter_flag(base / flagd.FLAGS_FILE)["variants"] == {"new": "1.1.0", "previous": "1.1.0"}
+    live(base, "1.1.0")
+    await env.run(acts.set_exposure, exposure(1, version="1.3.0", stage="one"))
+    assert greeter_flag(base / flagd.FLAGS_FILE)["variants"] == {"new": "1.3.0", "previous": "1.1.0"}
+
+
+async def test_catalog_flag_key_and_sample_size(tmp_path: Path) -> None:
+    catalog = custom_catalog(tmp_path, exposure={"flag": "greeter.rollout", "sample_keys": 500})
+    acts = ExposureActivities(catalog)
+    path = catalog.service("greeter").env_dir(Environment.PRODUCTION) / flagd.FLAGS_FILE
+    await ActivityEnvironment().run(acts.set_exposure, exposure(25, stage="quarter"))
+    assert list(json.loads(path.read_text())["flags"]) == ["greeter.rollout"]
+
+
+def test_catalog_refuses_a_bad_exposure_block(tmp_path: Path) -> None:
+    from relman.catalog import CatalogError
+
+    with pytest.raises(CatalogError, match="sample_keys"):
+        custom_catalog(tmp_path, exposure={"sample_keys": 3})
+    with pytest.raises(CatalogError, match="flag"):
+        custom_catalog(tmp_path, exposure={"flag": "two\nlines"})
+
+
+async def test_a_tampered_file_fails_the_step_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injected: what lands on disk is not what relman built (weights swapped)."""
+    catalog = custom_catalog(tmp_path, exposure={"reload_timeout": 1})
+    acts = ExposureActivities(catalog)
+    real_write = flagd.write_document
+
+    def tampering(path: Path, document: dict[str, Any]) -> None:
+        document["flags"]["greeter"]["targeting"]["fractional"] = [["new", 9900], ["previous", 100]]
+        real_write(path, document)
+
+    monkeypatch.setattr(flagd, "write_document", tampering)
+    with pytest.raises(ApplicationError) as failed:
+        await ActivityEnvironment().run(acts.set_exposure, exposure(1, stage="one"))
+    assert failed.value.type == ErrorType.EXPOSURE_MISMATCH and failed.value.non_retryable
+    assert "does not evaluate as written" in str(failed.value) and "expected 1%" in str(failed.value)
+
+
+async def test_a_provider_answering_something_else_fails_the_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injected: the SDK's provider sends every key to `previous` whatever the file says."""
+    catalog = custom_catalog(tmp_path, exposure={"reload_timeout": 0.5})
+    acts = ExposureActivities(catalog)
+    real = flag_reader.FlagReader.evaluate
+
+    def always_previous(self: flag_reader.FlagReader, key: str, targeting_key: str) -> flag_reader.Evaluation:
+        got = real(self, key, "never-new")
+        return flag_reader.Evaluation(
+            "previous", got.value if got.variant == "previous" else "?", metadata=got.metadata
+        )
+
+    monkeypatch.setattr(flag_reader.FlagReader, "evaluate", always_previous)
+    with pytest.raises(ApplicationError) as failed:
+        await ActivityEnvironment().run(acts.set_exposure, exposure(0, ["alice"], stage="allow-list"))
+    assert failed.value.type == ErrorType.EXPOSURE_MISMATCH
+    assert "allow-listed key 'alice' got 'previous'" in str(failed.value)
+
+
+async def test_a_schema_refusal_fails_the_step_and_leaves_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = example_catalog(tmp_path / "data")
+    acts = ExposureActivities(catalog)
+    path = catalog.service("greeter").env_dir(Environment.PRODUCTION) / flagd.FLAGS_FILE
+    await ActivityEnvironment().run(acts.set_exposure, exposure(1, stage="one"))
+    before = path.read_bytes()
+    real = flagd.definition
+    monkeypatch.setattr(flagd, "definition", lambda f: {**real(f), "state": "ON"})  # fault injected
+    with pytest.raises(ApplicationError) as failed:
+        await ActivityEnvironment().run(acts.set_exposure, exposure(5, stage="five"))
+    assert failed.value.type == ErrorType.EXPOSURE_MISMATCH and failed.value.non_retryable
+    assert failed.value.message.startswith("flagd schema refuses flags/greeter/state")
+    assert path.read_bytes() == before
