@@ -1,27 +1,39 @@
-"""greeter: a tiny real HTTP service with a metrics endpoint (stdlib only).
+"""greeter: a tiny real HTTP service with a metrics endpoint.
 
-GET /greet?name=ana -> {"message": "Hello, ana!", "version": "..."}
-GET /metrics        -> requests, errors, error_rate, latency percentiles (ms)
+GET /greet?name=ana      -> {"message": "Hello, ana!", "version": "...", "variant": "..."}
+GET /metrics             -> requests, errors, error_rate, latency percentiles (ms)
+GET /metrics/prometheus  -> the same in Prometheus' text format, labelled by version and
+                            variant: `greeter_requests_total{version,variant,code}` and the
+                            histogram `greeter_request_duration_seconds{version,variant}`
 
 A version's behaviour comes from `behaviour.json` next to this file (the build copies
 `behaviour/<version>.json` there), so releases of the example can misbehave on purpose:
 `{"bug": "tests"}` breaks the greeting, `{"error_rate": 0.3}` fails 30% of requests,
-`{"latency_ms": 50}` slows every request down.
+`{"latency_ms": 50}` slows every request down, `{"latency_jitter_ms": 10}` adds up to 10 ms
+more, uniformly at random.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
 HERE = Path(__file__).resolve().parent
+LATENCY_BUCKETS = (
+    *(i / 1000 for i in (1, 2.5, 5, 7.5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100, 125, 150)),
+    *(i / 1000 for i in (175, 200, 250, 300, 400, 500, 750, 1000, 2500, 5000)),
+)
+"""Seconds; 10 ms apart up to 100 ms, so a p95 read from the buckets sees a +50 ms change."""
 
 
 def load_behaviour(root: Path = HERE) -> dict[str, Any]:
@@ -91,6 +103,33 @@ class Served:
     behaviour: dict[str, Any]
 
 
+class PromMetrics:
+    """The Prometheus metrics of one Greeter, in a registry of its own (tests run several)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "greeter_requests",
+            "Requests served, by version, flag variant and HTTP status code",
+            ["version", "variant", "code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "greeter_request_duration_seconds",
+            "Time to serve a greeting, by version and flag variant",
+            ["version", "variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def record(self, served: Served, seconds: float, code: int) -> None:
+        self.requests.labels(served.version, served.variant, str(code)).inc()
+        self.duration.labels(served.version, served.variant).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
 class Greeter:
     """The service state: version, behaviour and metrics."""
 
@@ -99,6 +138,7 @@ class Greeter:
         self.behaviour = load_behaviour(root)
         self.variant = variant
         self.metrics = Metrics()
+        self.prometheus = PromMetrics()
         self._counts: dict[str, int] = {}
         self._count_lock = threading.Lock()
 
@@ -134,13 +174,22 @@ def make_handler(svc: Greeter) -> type[BaseHTTPRequestHandler]:
             if url.path == "/metrics":
                 self._send(200, {"version": svc.version, **svc.metrics.snapshot()})
                 return
+            if url.path == "/metrics/prometheus":
+                data = svc.prometheus.exposition()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             if url.path != "/greet":
                 self._send(404, {"error": "not found"})
                 return
             started = time.perf_counter()
             name = parse_qs(url.query).get("name", ["world"])[0]
             served = svc.serve_for(name)
-            time.sleep(float(served.behaviour.get("latency_ms", 0)) / 1000)
+            jitter = random.uniform(0, float(served.behaviour.get("latency_jitter_ms", 0)))
+            time.sleep((float(served.behaviour.get("latency_ms", 0)) + jitter) / 1000)
             failed = svc.should_fail(served)
             if failed:
                 status, body = 500, {"error": "injected failure", "version": served.version}
@@ -149,15 +198,17 @@ def make_handler(svc: Greeter) -> type[BaseHTTPRequestHandler]:
             body["variant"] = served.variant
             # Recorded before the reply: a client that reads /metrics right after its
             # response must find its own request counted (the handler thread races it).
-            svc.metrics.record(time.perf_counter() - started, failed)
+            elapsed = time.perf_counter() - started
+            svc.metrics.record(elapsed, failed)
+            svc.prometheus.record(served, elapsed, status)
             self._send(status, body)
 
     return Handler
 
 
-def serve(port: int = 0, root: Path = HERE) -> tuple[ThreadingHTTPServer, Greeter]:
+def serve(port: int = 0, root: Path = HERE, variant: str = "stable") -> tuple[ThreadingHTTPServer, Greeter]:
     """Start the service on 127.0.0.1:`port` (0 = ephemeral) in a daemon thread."""
-    svc = Greeter(root)
+    svc = Greeter(root, variant)
     server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(svc))
     # A short poll interval: `shutdown()` waits for the loop to notice, 0.5 s by default,
     # which was most of the health probe's time and of the integration suite's.
@@ -168,9 +219,12 @@ def serve(port: int = 0, root: Path = HERE) -> tuple[ThreadingHTTPServer, Greete
 def main() -> None:
     parser = argparse.ArgumentParser(description="greeter HTTP service")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--variant", default="stable", help="the flag variant this process stands for (its metrics' label)"
+    )
     args = parser.parse_args()
-    server, svc = serve(args.port)
-    print(f"greeter {svc.version} on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    server, svc = serve(args.port, variant=args.variant)
+    print(f"greeter {svc.version} ({svc.variant}) on http://127.0.0.1:{server.server_address[1]}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
