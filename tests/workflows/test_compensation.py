@@ -97,9 +97,9 @@ class Rig:
         return link.readlink().name if link.is_symlink() else None
 
     def flags(self) -> dict[str, Any]:
-        path = self.data / "envs" / "greeter" / "production" / "flags.json"
-        entry: dict[str, Any] = json.loads(path.read_text())["greeter"]
-        return entry
+        path = self.data / "envs" / "greeter" / "production" / "flags.flagd.json"
+        flag: dict[str, Any] = json.loads(path.read_text())["flags"]["greeter"]
+        return flag
 
     async def release(
         self, name: str, *faults: Flaky
@@ -197,8 +197,8 @@ async def test_failing_kill_switch_still_restores_staging_and_asks_an_operator(r
     assert [i.split(":")[0] for i in final.issues] == [f"compensation '{EXPOSURE_OFF}' failed"]
     flags = rig.flags()
     # Still exposed (to the failing stage's cohort): the operator's job now.
-    assert (flags["version"], flags["enabled"]) == ("1.3.0", True)
-    assert flags["updated_by"] == f"{handle.id}/expose-stage-{final.stages[-1].name}"
+    assert (flags["variants"]["new"], "targeting" in flags) == ("1.3.0", True)
+    assert (flags["metadata"]["release"], flags["metadata"]["stage"]) == (handle.id, final.stages[-1].name)
     assert rig.current(Environment.STAGING) == "1.1.0"
     desc = await handle.describe()
     assert desc.typed_search_attributes.get(visibility.RELEASE_AWAITING) == ["operator"]

@@ -80,8 +80,16 @@ class Greeter:
         return os.readlink(link) if link.is_symlink() else None
 
     def flags(self) -> dict[str, Any]:
-        entry: dict[str, Any] = json.loads((self.env_dir(Environment.PRODUCTION) / "flags.json").read_text())
-        return entry["greeter"]
+        """The greeter's flagd flag in production, summed up: who is exposed to what."""
+        doc = json.loads((self.env_dir(Environment.PRODUCTION) / "flags.flagd.json").read_text())
+        flag = doc["flags"]["greeter"]
+        return {
+            "version": flag["variants"]["new"],
+            "previous": flag["variants"]["previous"],
+            "percent": flag["metadata"]["percent"],
+            "enabled": "targeting" in flag or flag["defaultVariant"] == "new",
+            **{k: flag["metadata"][k] for k in ("release", "stage", "digest")},
+        }
 
     def change(self, handle: WorkflowHandle) -> ChangeDetail:
         change = self.cmdb.get_change(handle.id)
@@ -153,6 +161,7 @@ async def test_normal_release_really_builds_tests_launches_and_deploys(greeter: 
     assert (prod / "current" / "VERSION").read_text().strip() == "1.1.0"
     flags = greeter.flags()
     assert (flags["version"], flags["percent"], flags["enabled"]) == ("1.1.0", 100.0, True)
+    assert (flags["stage"], flags["digest"]) == ("go-live", final.package.digest)
 
     change = greeter.change(handle)
     assert (change.status, change.close_code) == ("closed", CloseCode.SUCCESSFUL)
@@ -205,6 +214,7 @@ async def test_bad_health_in_dark_launch_kills_exposure_and_keeps_production(gre
     assert final.compensations == ["exposure to 0%", "roll back staging"]
     flags = greeter.flags()
     assert (flags["version"], flags["percent"], flags["enabled"]) == ("1.3.0", 0.0, False)
+    assert (flags["previous"], flags["stage"]) == ("1.1.0", "exposure-off")  # the kill switch
     assert greeter.current(Environment.PRODUCTION) == "1.1.0"
     assert greeter.current(Environment.STAGING) == "1.1.0"
     change = greeter.change(handle)
