@@ -11,11 +11,19 @@ A version's behaviour comes from `behaviour.json` next to this file (the build c
 `{"bug": "tests"}` breaks the greeting, `{"error_rate": 0.3}` fails 30% of requests,
 `{"latency_ms": 50}` slows every request down, `{"latency_jitter_ms": 10}` adds up to 10 ms
 more, uniformly at random.
+
+With `--flags FILE` each request asks a flagd flag (`--flag-key`, default `greeter`) through
+the OpenFeature SDK and flagd's in-process provider reading FILE, with the `name` parameter
+as targeting key: the variant's value is the version that serves it, and that version's
+behaviour comes from `<dir>/<version>/behaviour.json` in the first `--releases` dir holding it
+(its own when none does). The provider polls FILE every 100 ms, so a change is served within
+about that.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import threading
@@ -137,6 +145,7 @@ class Greeter:
         self.version = load_version(root)
         self.behaviour = load_behaviour(root)
         self.variant = variant
+        self.router: FlagRouter | None = None
         self.metrics = Metrics()
         self.prometheus = PromMetrics()
         self._counts: dict[str, int] = {}
@@ -144,7 +153,13 @@ class Greeter:
 
     def serve_for(self, user: str) -> Served:
         """The version and variant that serve `user`'s request."""
-        return Served(self.version, self.variant, self.behaviour)
+        own = Served(self.version, self.variant, self.behaviour)
+        return self.router.pick(user) if self.router else own
+
+    def follow_flag(self, flags: Path, flag_key: str = "greeter", releases: list[Path] | None = None) -> None:
+        """Serve each request as the flag says (see FlagRouter)."""
+        own = Served(self.version, self.variant, self.behaviour)
+        self.router = FlagRouter(flags, flag_key, list(releases or []), own)
 
     def should_fail(self, served: Served | None = None) -> bool:
         # Deterministic per version: exactly round(n * rate) of its first n requests fail.
@@ -154,6 +169,62 @@ class Greeter:
             n = self._counts.get(served.version, 0)
             self._counts[served.version] = n + 1
         return int((n + 1) * rate) > int(n * rate)
+
+
+class FlagRouter:
+    """Picks each request's version from a flagd flag, through OpenFeature (the service's side
+    of relman's exposure)."""
+
+    POLL_MS = 100
+    """How often the provider looks at the flags file's mtime: the reload time, about."""
+
+    def __init__(self, flags: Path, flag_key: str, releases: list[Path], own: Served) -> None:
+        # Imported here: only a process serving from flags pays for loading the SDK.
+        from openfeature import api
+        from openfeature.contrib.provider.flagd import FlagdProvider
+        from openfeature.contrib.provider.flagd.config import ResolverType
+
+        self.flag_key = flag_key
+        self.releases = releases
+        self.own = own
+        self._behaviours: dict[str, dict[str, Any]] = {}
+        domain = f"greeter:{flags}:{id(self)}"
+        provider = FlagdProvider(
+            resolver_type=ResolverType.FILE, offline_flag_source_path=str(flags), deadline_ms=self.POLL_MS
+        )
+        # No file yet: serve our own version until it appears (the provider keeps polling).
+        with contextlib.suppress(Exception):
+            api.set_provider_and_wait(provider, domain=domain)
+        self.domain = domain
+        self.client = api.get_client(domain=domain)
+
+    def close(self) -> None:
+        """Stop the provider's polling (rebinding the domain shuts the old provider down)."""
+        from openfeature import api
+        from openfeature.provider.no_op_provider import NoOpProvider
+
+        api.set_provider(NoOpProvider(), domain=self.domain)
+
+    def pick(self, user: str) -> Served:
+        from openfeature.evaluation_context import EvaluationContext
+
+        details = self.client.get_string_details(
+            self.flag_key, self.own.version, EvaluationContext(targeting_key=user)
+        )
+        if details.error_code or not details.value:
+            return self.own  # no flag (yet): this process serves as itself
+        version = details.value
+        return Served(version, details.variant or "default", self.behaviour(version))
+
+    def behaviour(self, version: str) -> dict[str, Any]:
+        if version in self._behaviours:
+            return self._behaviours[version]
+        for base in self.releases:
+            if (base / version / "behaviour.json").is_file():
+                found = self._behaviours[version] = load_behaviour(base / version)
+                return found
+        # Not deployed where we look (yet): our own behaviour, asked again next time.
+        return self.own.behaviour
 
 
 def make_handler(svc: Greeter) -> type[BaseHTTPRequestHandler]:
@@ -206,9 +277,18 @@ def make_handler(svc: Greeter) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(port: int = 0, root: Path = HERE, variant: str = "stable") -> tuple[ThreadingHTTPServer, Greeter]:
+def serve(
+    port: int = 0,
+    root: Path = HERE,
+    variant: str = "stable",
+    flags: Path | None = None,
+    flag_key: str = "greeter",
+    releases: list[Path] | None = None,
+) -> tuple[ThreadingHTTPServer, Greeter]:
     """Start the service on 127.0.0.1:`port` (0 = ephemeral) in a daemon thread."""
     svc = Greeter(root, variant)
+    if flags is not None:
+        svc.follow_flag(flags, flag_key, releases)
     server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(svc))
     # A short poll interval: `shutdown()` waits for the loop to notice, 0.5 s by default,
     # which was most of the health probe's time and of the integration suite's.
@@ -222,8 +302,19 @@ def main() -> None:
     parser.add_argument(
         "--variant", default="stable", help="the flag variant this process stands for (its metrics' label)"
     )
+    parser.add_argument("--flags", type=Path, help="a flagd flags file: each request's version comes from it")
+    parser.add_argument("--flag-key", default="greeter", help="the flag to evaluate (default: greeter)")
+    parser.add_argument(
+        "--releases",
+        type=Path,
+        action="append",
+        default=[],
+        help="a directory of <version>/behaviour.json release folders (repeatable)",
+    )
     args = parser.parse_args()
-    server, svc = serve(args.port, variant=args.variant)
+    server, svc = serve(
+        args.port, variant=args.variant, flags=args.flags, flag_key=args.flag_key, releases=args.releases
+    )
     print(f"greeter {svc.version} ({svc.variant}) on http://127.0.0.1:{server.server_address[1]}", flush=True)
     try:
         threading.Event().wait()
