@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 import time
 import urllib.request
 from types import ModuleType
@@ -15,6 +16,8 @@ def load_app() -> ModuleType:
     spec = importlib.util.spec_from_file_location("greeter_app", EXAMPLES / "greeter" / "app.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # Registered first: dataclasses look their module up in sys.modules while the class is made.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
