@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -181,3 +182,41 @@ async def test_a_schema_refusal_fails_the_step_and_leaves_the_file(
     assert failed.value.type == ErrorType.EXPOSURE_MISMATCH and failed.value.non_retryable
     assert failed.value.message.startswith("flagd schema refuses flags/greeter/state")
     assert path.read_bytes() == before
+
+
+async def test_the_greeter_serves_what_relman_exposes(tmp_path: Path) -> None:
+    """relman writes the flag; the example service, reading it through OpenFeature, follows."""
+    import urllib.request
+
+    from tests.activities.test_greeter_example import load_app
+
+    catalog = example_catalog(tmp_path / "data")
+    acts = ExposureActivities(catalog)
+    prod = catalog.service("greeter").env_dir(Environment.PRODUCTION)
+    staging = catalog.service("greeter").env_dir(Environment.STAGING)
+    for base, version, behaviour in ((prod, "1.2.0", {}), (staging, "1.3.0", {"bug": "tests"})):
+        (base / version).mkdir(parents=True)
+        (base / version / "behaviour.json").write_text(json.dumps(behaviour))
+    live(prod, "1.2.0")
+    env = ActivityEnvironment()
+    await env.run(acts.set_exposure, exposure(0, ["alice"], stage="allow-list"))
+    server, svc = load_app().serve(0, flags=prod / flagd.FLAGS_FILE, releases=[prod, staging])
+    url = f"http://127.0.0.1:{server.server_address[1]}/greet?name="
+
+    def greet(name: str) -> dict[str, Any]:
+        with urllib.request.urlopen(url + name, timeout=5) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
+
+    try:
+        assert (greet("alice")["version"], greet("alice")["message"]) == ("1.3.0", "hello alice")
+        assert (greet("bob")["version"], greet("bob")["variant"]) == ("1.2.0", "previous")
+        await env.run(acts.set_exposure, exposure(100, step="expose-go-live", stage="go-live"))
+        deadline = asyncio.get_running_loop().time() + 5
+        while greet("bob")["variant"] != "new":
+            assert asyncio.get_running_loop().time() < deadline, "go-live not served within 5 s"
+            await asyncio.sleep(0.01)
+        assert greet("bob")["version"] == "1.3.0"
+    finally:
+        server.shutdown()
+        svc.router.close()
