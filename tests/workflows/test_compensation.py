@@ -204,3 +204,31 @@ async def test_failing_kill_switch_still_restores_staging_and_asks_an_operator(r
     assert desc.typed_search_attributes.get(visibility.RELEASE_AWAITING) == ["operator"]
     change = rig.cmdb.get_change(handle.id)
     assert change is not None and change.close_code is CloseCode.UNSUCCESSFUL
+
+
+async def test_a_flag_that_does_not_evaluate_as_written_rolls_back_before_the_bake(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injected: the allow-list stage's flag lands on disk sending allow-listed users to
+    `previous`. The read-back through OpenFeature refuses it; no bake, the release rolls back."""
+    from relman.activities import flagd
+
+    real_write = flagd.write_document
+
+    def tampering(path: Path, document: dict[str, Any]) -> None:
+        flag = document["flags"]["greeter"]
+        if flag["metadata"]["stage"] == "allow-list":
+            flag["targeting"]["if"][1] = "previous"
+        real_write(path, document)
+
+    monkeypatch.setattr(flagd, "write_document", tampering)
+    final, _ = await rig.release("greeter-1.3.0")
+
+    assert final.outcome is Outcome.ROLLED_BACK
+    assert "does not evaluate as written" in final.reason, final.reason
+    assert "allow-listed key 'alice' got 'previous'" in final.reason
+    assert [s.name for s in final.stages] == ["allow-list"] and final.stages[0].health is None
+    assert final.compensations == [EXPOSURE_OFF, ROLLBACK_STAGING] and not final.needs_operator
+    flags = rig.flags()
+    assert (flags["metadata"]["stage"], "targeting" in flags) == ("exposure-off", False)
+    assert rig.current(Environment.PRODUCTION) == "1.1.0"
