@@ -62,7 +62,7 @@ class _Masker:
 
     def __init__(self, values: Sequence[str]) -> None:
         self.values = sorted({v.encode() for v in values if v}, key=len, reverse=True)
-        # Bytes held back: the longest prefix of a value that may still be completed.
+        # At most this many bytes are held back: the longest prefix of a value.
         self.hold = max((len(v) for v in self.values), default=1) - 1
         self.carry = b""
 
@@ -70,9 +70,19 @@ class _Masker:
         if not self.values:
             return chunk
         data = self._mask(self.carry + chunk)
-        cut = max(len(data) - self.hold, 0)
+        # Only an ending that starts a value is held back: holding more would cut lines, and
+        # another stream's output would land in the middle of them in the shared log.
+        cut = len(data) - self._pending(data)
         self.carry = data[cut:]
         return data[:cut]
+
+    def _pending(self, data: bytes) -> int:
+        """Length of the longest ending of `data` that the next read could complete into a value."""
+        for size in range(min(self.hold, len(data)), 0, -1):
+            end = data[-size:]
+            if any(value.startswith(end) for value in self.values):
+                return size
+        return 0
 
     def flush(self) -> bytes:
         data, self.carry = self._mask(self.carry), b""

@@ -207,3 +207,15 @@ async def test_a_secret_reaches_the_command_but_never_its_kept_output(
     assert result.output_bytes == 65536 - 5 + 3 * len(TOKEN) + len("\nlogin ok with \n") + len(
         "warning: token  expires soon\n"
     )
+
+
+def test_masker_holds_back_only_an_ending_that_starts_a_secret() -> None:
+    from relman.activities.runner import _Masker
+
+    masker = _Masker([TOKEN])
+    # A whole line goes out at once: the other stream's output cannot land inside it.
+    assert masker.feed(b"login ok\n") == b"login ok\n"
+    assert masker.feed(b"token " + TOKEN[:4].encode()) == b"token "
+    assert masker.feed(TOKEN[4:].encode() + b" end\n") == b"*** end\n"
+    assert masker.feed(b"almost " + TOKEN[:-1].encode()) == b"almost "
+    assert masker.flush() == TOKEN[:-1].encode()  # never completed: not the secret
