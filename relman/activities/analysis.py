@@ -196,7 +196,9 @@ class Analysis:
     async def canary(self, canary: CanarySpec, end: float | None = None) -> tuple[Judgment, list[str]]:
         """Kayenta-style: each metric's samples of both variants over the lookback window, judged."""
         end = self.now() if end is None else end
-        start = end - canary.lookback
+        # lookback / step points, the first one step after the window opens: back-to-back
+        # windows (the tests' sub-windows) share no sample.
+        start = end - canary.lookback + canary.step
         new: dict[str, list[float]] = {}
         old: dict[str, list[float]] = {}
         problems = []

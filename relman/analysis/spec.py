@@ -165,12 +165,14 @@ class CanarySpec(_Strict):
     """The canary judge: its metrics and parameters (see `JudgeConfig`) and the window read."""
 
     metrics: list[CanaryMetric] = Field(min_length=1, max_length=20)
-    lookback: float = Field(default=60, gt=0, le=24 * 3600)
-    """Seconds of history compared, ending when the judge runs."""
-    step: float = Field(default=2, gt=0, le=3600)
-    """Seconds between two samples: a sample per step per variant. Give rate() windows the
-    same length, so samples do not overlap: overlapping windows are not independent samples
-    and make the rank test see changes that are not there."""
+    lookback: float = Field(default=300, gt=0, le=24 * 3600)
+    """Seconds of history compared, ending when the judge runs: lookback / step samples per
+    variant and metric."""
+    step: float = Field(default=15, gt=0, le=3600)
+    """Seconds between two samples. Write each query's rate() window as step + the scrape
+    interval (`[2s]` for a 1 s step and 1 s scrapes): each sample then counts the requests
+    of its own step and no other's. Longer windows overlap, and overlapping samples are not
+    independent: the rank test would see changes that are not there."""
     confidence: float = Field(default=0.99, gt=0, lt=1)
     tolerance: float = Field(default=0.10, ge=0, lt=1)
     effect: Literal["mean", "median"] = "mean"
