@@ -39,6 +39,10 @@ SEVERITY = (Verdict.PASS, Verdict.MARGINAL, Verdict.NO_DATA, Verdict.FAIL)
 """Verdicts from best to worst."""
 HEARTBEAT_EVERY = 5.0
 """Seconds between heartbeats while waiting for the next measurement."""
+BUDGET = 570.0
+"""Seconds an analysis may take (the workflow gives a health check 600): queries that would
+start later are not sent, their measurements `no_data`, so a hanging Prometheus gives a
+verdict instead of a timed-out activity."""
 
 
 def worst(*verdicts: Verdict) -> Verdict:
@@ -125,8 +129,12 @@ class Analysis:
         self.heartbeat = heartbeat
         self.sleep = sleep
         self.now = now
+        self.deadline = now() + BUDGET
 
     def _query(self, query: str, variant: str) -> str:
+        self.heartbeat({"step": "analysis", "query": query[:80]})
+        if self.now() > self.deadline:
+            raise AnalysisError(f"not sent: the analysis is past its {BUDGET:g}s")
         return render_query(query, {**self.values, "variant": variant})
 
     async def instant(self, metric: AnalysisMetric) -> tuple[float | None, str]:

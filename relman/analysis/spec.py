@@ -234,8 +234,8 @@ class AnalysisSpec(_Strict):
     provider: Literal["prometheus"] = "prometheus"
     address: str
     """The Prometheus server's base URL, e.g. http://127.0.0.1:9090."""
-    timeout: float = Field(default=10, gt=0, le=120)
-    """Seconds per query."""
+    timeout: float = Field(default=10, gt=0, le=20)
+    """Seconds per query (within the activity's 30 s heartbeat)."""
     interval: float = Field(default=10, ge=0, le=600)
     """Seconds between two measurements of the metrics."""
     count: int = Field(default=3, ge=1, le=100)

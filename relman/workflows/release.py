@@ -624,7 +624,8 @@ class ReleaseWorkflow:
             ),
             HealthReport,
             f"health of {request.service} {request.version} in {env}",
-            timeout=timedelta(minutes=1),
+            # A Prometheus analysis measures for up to 9 minutes (catalog-bounded), heartbeating.
+            timeout=timedelta(minutes=10),
             heartbeat=timedelta(seconds=30),
         )
 

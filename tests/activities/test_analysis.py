@@ -294,3 +294,16 @@ def test_a_report_from_before_analysis_still_reads() -> None:
     report = HealthReport.model_validate(old)
     assert report.canary is None and report.measurements == []
     assert details.health(report) == "health pass, 60 samples, error rate 0.00%, latency 3 ms (ok)"
+
+
+async def test_queries_past_the_budget_are_not_sent() -> None:
+    client = Scripted({'e{v="new"}': [0.0, 0.0, 0.0]}, {})
+    clock = Clock()
+
+    async def slow_sleep(seconds: float) -> None:
+        await clock.sleep(seconds * 200)  # each wait lasts far longer than asked
+
+    analysis = Analysis(argo([ERR]), {"service": "greeter"}, client=client, sleep=slow_sleep, now=clock.now)
+    result = await analysis.run()
+    assert result.verdict is N and len(client.asked) == 1
+    assert "past its 570s" in result.detail()
