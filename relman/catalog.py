@@ -417,8 +417,9 @@ class ExposureSpec(_Strict):
     """The flag key services evaluate; the service name when unset."""
     sample_keys: int = Field(default=2000, ge=100, le=100_000)
     """Synthetic targeting keys evaluated through the OpenFeature SDK on each read-back."""
-    reload_timeout: float = Field(default=10, gt=0, le=300)
-    """Seconds the read-back waits for the provider to serve the write before failing the stage."""
+    reload_timeout: float = Field(default=10, gt=0, le=30)
+    """Seconds the read-back waits for the provider to serve the write before failing the stage
+    (at most 30: the whole exposure step, lock wait included, has 45 s)."""
 
 
 class CabSpec(_Strict):

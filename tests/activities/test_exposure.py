@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from relman.activities import flag_reader, flagd
 from relman.activities.exposure import ExposureActivities
+from relman.catalog import CatalogError, load_catalog
 from relman.contracts import Environment, ErrorType, ExposureInput
 
-from .greeter_support import custom_catalog, example_catalog
+from .greeter_support import EXAMPLE_CATALOG, EXAMPLES, custom_catalog, example_catalog, example_keys
+from .test_greeter_example import load_app
 
 DIGEST = "ab" * 32
 
@@ -119,12 +124,14 @@ async def test_catalog_flag_key_and_sample_size(tmp_path: Path) -> None:
 
 
 def test_catalog_refuses_a_bad_exposure_block(tmp_path: Path) -> None:
-    from relman.catalog import CatalogError
-
     with pytest.raises(CatalogError, match="sample_keys"):
         custom_catalog(tmp_path, exposure={"sample_keys": 3})
     with pytest.raises(CatalogError, match="flag"):
         custom_catalog(tmp_path, exposure={"flag": "two\nlines"})
+    with pytest.raises(CatalogError, match="reload_timeout"):
+        custom_catalog(tmp_path, exposure={"reload_timeout": 60})
+    with pytest.raises(CatalogError, match="extra|not permitted"):
+        custom_catalog(tmp_path, exposure={"flags": "greeter"})
 
 
 async def test_a_tampered_file_fails_the_step_for_good(
@@ -186,10 +193,6 @@ async def test_a_schema_refusal_fails_the_step_and_leaves_the_file(
 
 async def test_the_greeter_serves_what_relman_exposes(tmp_path: Path) -> None:
     """relman writes the flag; the example service, reading it through OpenFeature, follows."""
-    import urllib.request
-
-    from tests.activities.test_greeter_example import load_app
-
     catalog = example_catalog(tmp_path / "data")
     acts = ExposureActivities(catalog)
     prod = catalog.service("greeter").env_dir(Environment.PRODUCTION)
@@ -220,3 +223,31 @@ async def test_the_greeter_serves_what_relman_exposes(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         svc.router.close()
+
+
+async def test_two_services_exposed_at_once_share_one_file(tmp_path: Path) -> None:
+    """Two services whose production is one directory: both flags land, neither is lost."""
+    raw = yaml.safe_load(EXAMPLE_CATALOG.read_text())
+    greeter = raw["services"]["greeter"]
+    greeter["workdir"] = str(EXAMPLES / "greeter")
+    billing = copy.deepcopy(greeter)
+    billing["environments"]["staging"] = {"base_dir": "{data_dir}/envs/billing/staging"}
+    raw["services"]["billing"] = billing
+    (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(raw))
+    example_keys(tmp_path / "data")
+    acts = ExposureActivities(load_catalog(tmp_path / "catalog.yaml", data_dir=tmp_path / "data"))
+
+    def inp(service: str, percent: float) -> ExposureInput:
+        return exposure(percent, stage="five").model_copy(
+            update={"service": service, "release_id": f"release-{service}-1.3.0"}
+        )
+
+    env = ActivityEnvironment()
+    await asyncio.gather(
+        env.run(acts.set_exposure, inp("greeter", 5)), env.run(acts.set_exposure, inp("billing", 25))
+    )
+    path = acts.flags_path("greeter", Environment.PRODUCTION)
+    assert path == acts.flags_path("billing", Environment.PRODUCTION)
+    flags = json.loads(path.read_text())["flags"]
+    assert {k: v["metadata"]["percent"] for k, v in flags.items()} == {"billing": 25.0, "greeter": 5.0}
+    assert len((path.parent / flagd.FLAGS_LOG).read_text().splitlines()) == 2
