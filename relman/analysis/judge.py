@@ -11,9 +11,10 @@ What Kayenta (spinnaker/kayenta, `kayenta-judge`) does, and where this judge dif
   interval of the Hodges-Lehmann shift: `High` when the interval's lower end is above a
   bound, `Low` when its upper end is below it, the bound being `fraction` (0.25) of the
   estimate; a direction (`increase`, `decrease`, `either`) restricts which of the two counts.
-  Here: scipy's `mannwhitneyu`, one-sided in the harmful direction (two-sided for `either`),
+  Here: scipy's `mannwhitneyu` (at 0.99 by default, see `JudgeConfig.confidence`), one-sided
+  in the harmful direction (two-sided for `either`),
   and a change counts only if it is significant *and* the ratio of the new variant's
-  mean (or median) to the old one's lies outside a tolerance band (default +-10 %): an
+  mean (or median) to the old one's lies outside a tolerance band (default +-25 %): an
   explicit effect-size band that approvers can read, instead of the Hodges-Lehmann fraction.
 - Kayenta gives `Nodata` to a metric with no values on either side. Here a metric with fewer
   than `min_samples` values on either side is `no_data`, and half or more of the metrics

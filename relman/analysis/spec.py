@@ -174,7 +174,7 @@ class CanarySpec(_Strict):
     of its own step and no other's. Longer windows overlap, and overlapping samples are not
     independent: the rank test would see changes that are not there."""
     confidence: float = Field(default=0.99, gt=0, lt=1)
-    tolerance: float = Field(default=0.10, ge=0, lt=1)
+    tolerance: float = Field(default=0.25, ge=0, lt=1)
     effect: Literal["mean", "median"] = "mean"
     min_samples: int = Field(default=10, ge=3)
     pass_threshold: float = Field(default=95.0, ge=0, le=100)
