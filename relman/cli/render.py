@@ -330,6 +330,7 @@ def stage_lines(st: ReleaseStatus, now: datetime, paint: Paint = PLAIN) -> list[
         )
         if s.health is not None:
             lines.append(f"    health  {health_text(s.health, acceptance)}")
+            lines += canary_lines(s.health, "      ")
         lines += [f"    {approval_text(a, marginal=True)}" for a in s.decisions]
     return lines
 
@@ -448,6 +449,13 @@ def health_text(h: HealthReport, acceptance: AcceptanceCriteria | None = None) -
         parts.append(f"latency {h.latency_ms:.0f} ms{limit}")
     parts.append(f"{h.samples} samples")
     return ", ".join(parts) + (f": {safe(h.detail)}" if h.detail else "")
+
+
+def canary_lines(h: HealthReport, indent: str) -> list[str]:
+    """The canary judge's table, one row per metric, as approvers of a marginal stage read it."""
+    if h.canary is None:
+        return []
+    return [indent + safe(line) for line in h.canary.table_text().splitlines()]
 
 
 def step_name(step: str) -> str:
@@ -630,6 +638,7 @@ def describe_subject(st: ReleaseStatus, gate: Gate, subject_hash: str, decision:
             lines.append(
                 f"  health      {health_text(stage.health, st.plan.acceptance if st.plan else None)}"
             )
+            lines += canary_lines(stage.health, "    ")
     else:
         r = st.request
         lines = [
