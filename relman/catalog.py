@@ -758,6 +758,16 @@ class Catalog(_Governance):
         """The spec of one service; `UnknownService` when the catalog lacks it."""
         return _lookup(self.services, name)
 
+    def service_relationships(self) -> list[tuple[str, str, str]]:
+        """Every declared relationship as `(service, type, target)`, a target that is a service's
+        CI named by that service (so a train's ordering speaks of services), others by CI name."""
+        by_ci = {spec.ci_name or name: name for name, spec in self.services.items()}
+        return [
+            (name, rel.type, by_ci.get(rel.target, rel.target))
+            for name, spec in self.services.items()
+            for rel in spec.relationships
+        ]
+
     def profile(self, name: str) -> ServiceProfile:
         """The workflow-facing view of a service: trust (keys, roles), stages, acceptance, timeouts."""
         spec = self.service(name)
