@@ -5,9 +5,9 @@
 
 Open loop, as real users are: each target gets `rate` requests per second on a fixed
 schedule whatever the service's latency, sent by a pool of threads, each request for one of
-`users` user keys (`user0`...) taken round-robin, so a flag keyed on the user sees the same
-keys again. At the end it prints one JSON line: requests, errors (HTTP 5xx) and failures
-(no answer) per target. Stdlib only.
+`users` user keys (`user0`..., then any `--user` named, e.g. an allow-list's) taken
+round-robin, so a flag keyed on the user sees the same keys again. At the end it prints one
+JSON line: requests, errors (HTTP 5xx) and failures (no answer) per target. Stdlib only.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def run(
     rate: float,
     duration: float,
     users: int = 1000,
+    named: tuple[str, ...] = (),
     threads: int = 16,
     stop: threading.Event | None = None,
 ) -> dict[str, dict[str, int]]:
@@ -52,6 +53,7 @@ def run(
     if rate <= 0 or duration <= 0 or not targets or users < 1:
         raise ValueError("give targets, a positive rate and duration, and at least one user")
     stop = stop or threading.Event()
+    keys = [f"user{i}" for i in range(users)] + list(named)
     counts = {t: Counter[str]() for t in targets}
     lock = threading.Lock()
 
@@ -74,7 +76,7 @@ def run(
             if wait > 0 and stop.wait(wait):
                 break
             for target in targets:
-                pool.submit(one, target, f"user{tick % users}")
+                pool.submit(one, target, keys[tick % len(keys)])
             tick += 1
     return {t: {k: c[k] for k in ("requests", "ok", "errors", "failures")} for t, c in counts.items()}
 
@@ -85,6 +87,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20, help="requests per second per target")
     parser.add_argument("--duration", type=float, default=60, help="seconds")
     parser.add_argument("--users", type=int, default=1000, help="distinct user keys")
+    parser.add_argument("--user", action="append", default=[], help="a user key to include; repeat")
     parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args()
     stop = threading.Event()
@@ -96,6 +99,7 @@ def main() -> None:
             rate=args.rate,
             duration=args.duration,
             users=args.users,
+            named=tuple(args.user),
             threads=args.threads,
             stop=stop,
         )
