@@ -13,6 +13,7 @@ variant's version and the metadata names this write.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import time
@@ -80,11 +81,11 @@ class FlagReader:
 
     def close(self) -> None:
         from openfeature import api
-        from openfeature.provider.no_op_provider import NoOpProvider
 
-        # Rebinding the domain makes the registry shut the provider (and its poller) down; the
-        # SDK has no call to forget a domain, and each reader's is its own.
-        api.set_provider(NoOpProvider(), domain=self.domain)
+        # Rebinding the domain makes the registry shut the provider (and its poller) down. The
+        # SDK has no call to forget a domain, so each closed reader leaves one entry bound to
+        # the one shared no-op provider.
+        api.set_provider(_no_op(), domain=self.domain)
 
     def __enter__(self) -> FlagReader:
         return self
@@ -93,6 +94,13 @@ class FlagReader:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+@functools.cache
+def _no_op() -> Any:
+    from openfeature.provider.no_op_provider import NoOpProvider
+
+    return NoOpProvider()
 
 
 def sample_keys(count: int) -> list[str]:
