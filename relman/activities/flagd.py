@@ -181,11 +181,21 @@ def write_document(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}"
     try:
+        old_mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        old_mtime = 0
+    try:
         with tmp.open("w") as f:
             json.dump(document, f, indent=2, ensure_ascii=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        # flagd's file provider reloads only when the mtime grows: on a file system with
+        # coarse timestamps (or a clock set back) two writes could share one, and services
+        # would keep the first. One second later is later on any of them.
+        st = tmp.stat()
+        if st.st_mtime_ns <= old_mtime:
+            os.utime(tmp, ns=(st.st_atime_ns, old_mtime + 1_000_000_000))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ measured here (file written -> the SDK serves the change) and printed.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -118,6 +119,20 @@ def test_kill_switch_and_full_exposure_need_no_targeting() -> None:
     assert one["targeting"] == {"fractional": [["new", 100], ["previous", 9900]]}
     assert flagd.definition(flag(0.01, "tiny"))["targeting"]["fractional"][0] == ["new", 1]
     assert one["metadata"]["release"] == "release-greeter-1.3.0" and one["metadata"]["stage"] == "one"
+
+
+def test_every_write_moves_the_mtime_forward_so_providers_reload(tmp_path: Path) -> None:
+    """The provider reloads only on a larger mtime: a file stamped in the future (a clock set
+    back, coarse timestamps) must not hide the next write, e.g. the kill switch."""
+    path = tmp_path / flagd.FLAGS_FILE
+    write(path, flag(25.0, "quarter"))
+    ahead = time.time_ns() + 100 * 10**9
+    os.utime(path, ns=(ahead, ahead))
+    with FlagReader(path) as reader:
+        write(path, kill := flag(0.0, "exposure-off"))
+        assert path.stat().st_mtime_ns > ahead
+        wait_for(reader, kill)
+        assert reader.evaluate("greeter", "user-1").variant == flagd.PREVIOUS
 
 
 def test_schema_refuses_an_invalid_document_and_leaves_the_file(tmp_path: Path) -> None:
