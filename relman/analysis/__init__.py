@@ -1,1 +1,2 @@
-"""Pure analysis of release health: the statistical canary judge (`judge`)."""
+"""Pure analysis of release health: the statistical canary judge (`judge`) and the catalog's
+`analysis` section (`spec`: Prometheus queries, Argo-style conditions, the judge's settings)."""
