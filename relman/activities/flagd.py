@@ -1,4 +1,4 @@
-"""flagd flag definitions for exposure: build, validate against flagd's schema, write atomically.
+"""flagd flag definitions for exposure: build, validate (flagd's format and parser), write atomically.
 
 One file per environment (`<env base>/flags.flagd.json`) holds one flag per service. A flag
 has two string variants, `new` (the release's version) and `previous` (what production served
@@ -24,7 +24,6 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -133,33 +132,131 @@ def kept_previous(document: dict[str, Any], key: str, release: str) -> str | Non
     return previous if isinstance(previous, str) and previous else None
 
 
+_PRIMITIVE = {"type": ["string", "number", "boolean"]}
+FLAG_SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "required": ["flags"],
+    "additionalProperties": False,
+    "properties": {
+        "$schema": {"type": "string"},
+        "metadata": {"type": "object", "additionalProperties": _PRIMITIVE},
+        "flags": {
+            "type": "object",
+            "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"},
+            "additionalProperties": {"$ref": "#/definitions/flag"},
+        },
+    },
+    "definitions": {
+        "flag": {
+            "type": "object",
+            "required": ["state", "variants", "defaultVariant"],
+            "additionalProperties": False,
+            "properties": {
+                "state": {"enum": ["ENABLED", "DISABLED"]},
+                "variants": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "propertyNames": {"pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                    "additionalProperties": {"type": "string"},
+                },
+                "defaultVariant": {"type": "string"},
+                "targeting": {"$ref": "#/definitions/rule"},
+                "metadata": {"type": "object", "additionalProperties": _PRIMITIVE},
+            },
+        },
+        # JsonLogic: a rule is one operator with its arguments.
+        "rule": {"type": "object", "minProperties": 1, "maxProperties": 1},
+        # An optional bucket-by expression, then [variant, integer weight] buckets.
+        "fractional": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "anyOf": [
+                    {"type": "object"},
+                    {
+                        "type": "array",
+                        "minItems": 2,
+                        "maxItems": 2,
+                        "items": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+                    },
+                ]
+            },
+        },
+    },
+}
+"""The flag-definition format (https://flagd.dev/reference/flag-definitions/) as relman writes
+it: string variants, a default among them, JsonLogic targeting, primitive metadata. Written for
+relman: flagd's published schema is not distributed on a package registry. flagd-core's own
+parser (what the in-process provider loads files with) checks every document as well."""
+
+
 @cache
 def _validator() -> Any:
-    # Imported here: jsonschema and its registry load in ~100 ms, and only writers need them.
+    # Imported here: jsonschema loads in ~100 ms, and only writers need it.
     from jsonschema import Draft7Validator
-    from referencing import Registry, Resource
 
-    folder = resources.files("relman.activities") / "schemas"
-    schemas = [json.loads((folder / name).read_text()) for name in ("flags.json", "targeting.json")]
-    registry: Registry[Any] = Registry().with_resources(
-        (schema["$id"], Resource.from_contents(schema)) for schema in schemas
-    )
-    return Draft7Validator(schemas[0], registry=registry)
+    return Draft7Validator(FLAG_SCHEMA)
 
 
-def validate(document: dict[str, Any]) -> None:
-    """Refuse a document flagd's published schema refuses, in one line naming where."""
+def _fractional_rules(node: Any) -> list[tuple[str, Any]]:
+    """Every `fractional` operator's arguments in a targeting rule, with its path."""
+    found: list[tuple[str, Any]] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if key == "fractional":
+                    found.append((f"{path}/fractional", inner))
+                walk(inner, f"{path}/{key}")
+        elif isinstance(value, list):
+            for i, inner in enumerate(value):
+                walk(inner, f"{path}/{i}")
+
+    walk(node, "")
+    return found
+
+
+def _problem(document: dict[str, Any]) -> str | None:
+    from jsonschema import Draft7Validator
     from jsonschema.exceptions import best_match
 
     error = best_match(_validator().iter_errors(document))
     if error is not None:
-        # A flag is one of four typed flags (oneOf): name the deepest reason, not "not valid
-        # under any of the given schemas" over the whole flag.
-        while error.context:
-            error = best_match(error.context)
         where = "/".join(str(p) for p in error.absolute_path) or "the document"
-        message = " ".join(error.message.split())
-        raise FlagdError(f"flagd schema refuses {where}: {message[:300]}")
+        return f"{where}: {' '.join(error.message.split())}"
+    fractional = Draft7Validator({"$ref": "#/definitions/fractional", **FLAG_SCHEMA})
+    for key, flag in document["flags"].items():
+        variants = flag["variants"]
+        if flag["defaultVariant"] not in variants:
+            return f"flags/{key}/defaultVariant: {flag['defaultVariant']!r} is not one of its variants"
+        for path, args in _fractional_rules(flag.get("targeting")):
+            error = best_match(fractional.iter_errors(args))
+            while error is not None and error.context:
+                # anyOf: name the deepest reason, not "not valid under any of the given schemas".
+                error = best_match(error.context)
+            if error is not None:
+                where = "/".join(str(p) for p in error.absolute_path)
+                return f"flags/{key}/targeting{path}/{where}: {' '.join(error.message.split())}"
+            unknown = [b[0] for b in args if isinstance(b, list) and b[0] not in variants]
+            if unknown:
+                return f"flags/{key}/targeting{path}: unknown variant(s) {unknown}"
+    return None
+
+
+def validate(document: dict[str, Any]) -> None:
+    """Refuse a document that is not a flag definition flagd loads, in one line naming where."""
+    from openfeature.contrib.tools.flagd.core.model.flag_store import FlagStore
+    from openfeature.exception import ParseError
+
+    problem = _problem(document)
+    if problem is None:
+        try:
+            FlagStore().update(json.loads(json.dumps(document)))
+        except ParseError as exc:
+            problem = f"flagd refuses the document: {exc}"
+    if problem is not None:
+        raise FlagdError(f"flag definition refused: {problem[:300]}")
 
 
 def read_document(path: Path) -> dict[str, Any]:
