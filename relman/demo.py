@@ -42,6 +42,7 @@ from relman.contracts import (
     ReleaseStatus,
     Vote,
 )
+from relman.demo_traffic import start_traffic
 from relman.devserver import DevServer, free_port, port_free
 from relman.errors import RelmanError
 from relman.identity.keys import WORKER, Signer, ensure_keys
@@ -207,8 +208,6 @@ async def run_demo(
     base: Settings | None = None,
 ) -> bool:
     """Run the demo; True when both releases ended as expected."""
-    from relman.worker import run_worker
-
     began = time.monotonic()
     base = base or load_settings()
     demo_dir = base.data_dir / "demo"
@@ -227,13 +226,33 @@ async def run_demo(
             "graceful_shutdown_seconds": 5.0,
         }
     )
+    traffic = start_traffic(settings.catalog, demo_dir)
+    try:
+        emit(traffic.health)
+        settings = settings.model_copy(update={"catalog": traffic.catalog})
+        return await _run(settings, began, exit_when_done, _ports(port, ui_port), emit)
+    finally:
+        traffic.stop()
+
+
+async def _run(
+    settings: Settings,
+    began: float,
+    exit_when_done: bool,
+    ports: tuple[int, int],
+    emit: Callable[[str], None],
+) -> bool:
+    """The demo's server, worker and releases, on `settings` (the demo's own)."""
+    from relman.worker import run_worker
+
+    demo_dir = settings.data_dir
     signers = demo_keys(settings.keys_dir, settings.catalog)
     emit(f"keys for {', '.join(n for n in signers if n not in (WORKER, FORGER))} in {settings.keys_dir}")
     log_file = demo_dir / "worker.log"
     configure_logging("INFO", "json", stream=open(log_file, "a"))  # noqa: SIM115
     logging.getLogger("temporalio").setLevel(logging.WARNING)
 
-    p, u = _ports(port, ui_port)
+    p, u = ports
     server = DevServer(p, u, demo_dir / "temporal.db")
     emit(f"starting a Temporal dev server on 127.0.0.1:{p} (state in {demo_dir})")
     client = await server.start()
