@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -69,6 +72,16 @@ def greeters_on(port: int) -> list[int]:
         if any(a.endswith("app.py") for a in args) and f"--port {port}" in " ".join(args):
             pids.append(int(entry.name))
     return pids
+
+
+def greet(port: int, name: str) -> dict[str, Any]:
+    """The greeter's answer to `name` on `port` (a failure's body too)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/greet?name={name}", timeout=5) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        answer = json.loads(err.read())
+    return answer
 
 
 @dataclass

@@ -30,7 +30,7 @@ from relman.contracts import Environment, Outcome, ReleaseRequest, ReleaseStatus
 from relman.results import final_status
 from relman.workflows.release import ReleaseWorkflow
 from tests.helpers import new_worker
-from tests.workflows.supervisor_support import Site, authorize, site, start, version
+from tests.workflows.supervisor_support import Site, authorize, greet, site, start, version
 from tests.workflows.test_release_real import manifest
 
 pytestmark = pytest.mark.timeout(120)
@@ -83,6 +83,9 @@ async def test_a_release_switches_the_staging_and_production_processes(
         assert (new_version, here.mirror(env)) == ("1.1.1", "1.1.1")
         assert new_pid != old_pid, f"{env.value}: the process was not replaced"
     assert set(here.supervisord.programs()) == {"greeter-staging", "greeter-production"}
+    # Production's process follows relman's flag: after go-live everyone gets the new variant.
+    answer = greet(here.ports[Environment.PRODUCTION], "alice")
+    assert (answer["version"], answer["variant"]) == ("1.1.1", "new")
     assert [(d.environment, d.version, d.previous_version) for d in second.deploys] == [
         (Environment.STAGING, "1.1.1", "1.1.0"),
         (Environment.PRODUCTION, "1.1.1", "1.1.0"),
@@ -107,3 +110,7 @@ async def test_failing_health_puts_the_previous_process_back(
     assert (restored, here.mirror(Environment.STAGING)) == ("1.1.0", "1.1.0")
     assert restored_pid != staging_pid  # 1.3.0 ran in between, and 1.1.0 was started again
     assert here.serving(Environment.PRODUCTION) == production  # never touched
+    # The kill switch reached the running production process: alice (allow-listed at the
+    # first stage) is served the previous version again.
+    answer = greet(here.ports[Environment.PRODUCTION], "alice")
+    assert (answer["version"], answer["variant"]) == ("1.1.0", "previous")
