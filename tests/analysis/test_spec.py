@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from relman.analysis.spec import (
@@ -164,3 +165,18 @@ def test_the_catalog_takes_an_analysis_and_names_a_bad_one(tmp_path: Path) -> No
         custom_catalog(tmp_path, analysis=bad)
     assert "services.greeter.analysis.metrics.0.query" in str(info.value)
     assert "unknown placeholder(s) ['job']" in str(info.value)
+
+
+def test_the_readme_example_loads() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Health from Prometheus and the canary judge", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    analysis = yaml.safe_load(block)["services"]["greeter"]["analysis"]
+    s = AnalysisSpec.model_validate(analysis)
+    assert s.canary is not None and [m.name for m in s.canary.metrics] == [
+        "error_rate",
+        "latency_p95",
+        "latency_mean",
+    ]
+    rendered = render_query(s.canary.metrics[0].query, {"service": "greeter", "variant": "new"})
+    assert 'job="greeter",variant="new",code=~"5.."' in rendered
