@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,12 @@ def test_demo_runs_both_releases_and_exits(tmp_path: Path) -> None:
     assert len(order) == 2 and "stage quarter" in good[order[0]], good
     assert "release-greeter-1.1.0: completed — as expected" in out
     assert "release-greeter-1.3.0: rolled_back — as expected" in out
+    if shutil.which("prometheus", path=env.get("PATH")):
+        # The demo says where health comes from, and 1.3.0's errors are Prometheus' finding.
+        assert "health from Prometheus at http://127.0.0.1:" in out
+        assert "health failed: prometheus analysis fail: error_rate fail" in out
+    else:
+        assert "health from the greeter's probe (no `prometheus` binary on PATH)" in out
     assert "CI greeter now at version 1.1.0" in out
     # The good release's evidence, read from the CMDB, verifies as `relman verify` says.
     verified = [line.strip() for line in out.splitlines() if "evidence verified:" in line]
