@@ -538,6 +538,10 @@ class ReleaseWorkflow:
                 ),
                 DeployResult,
                 f"roll back {env} from {request.version}",
+                # As long as a deploy: an environment of commands runs `current`, `rollback`
+                # and `current` again (replay-safe: options are not part of the command).
+                timeout=timedelta(minutes=15),
+                heartbeat=timedelta(minutes=1),
                 retry=COMPENSATION_RETRY,
             )
 
