@@ -98,26 +98,16 @@ async def timed(action: Callable[[], Awaitable[object]]) -> float:
 async def measure(catalog: Catalog, packages: dict[str, ReleasePackage], n: int) -> dict[str, list[float]]:
     envs = EnvironmentActivities(catalog)
 
+    def step(version: str, release: str) -> dict[str, object]:
+        staging = Environment.STAGING
+        return {"release_id": release, "service": "greeter", "environment": staging, "version": version}
+
     def deploy(version: str, release: str) -> Callable[[], Awaitable[object]]:
-        inp = DeployInput(
-            release_id=release,
-            step="deploy",
-            service="greeter",
-            environment=Environment.STAGING,
-            version=version,
-            package=packages[version],
-        )
+        inp = DeployInput(**step(version, release), step="deploy", package=packages[version])
         return lambda: ActivityEnvironment().run(envs.deploy, inp)
 
     def rollback(version: str, release: str) -> Callable[[], Awaitable[object]]:
-        inp = RollbackInput(
-            release_id=release,
-            step="rollback",
-            service="greeter",
-            environment=Environment.STAGING,
-            version=version,
-            deploy_step="deploy",
-        )
+        inp = RollbackInput(**step(version, release), step="rollback", deploy_step="deploy")
         return lambda: ActivityEnvironment().run(envs.rollback, inp)
 
     await deploy("1.1.0", "release-bench-base")()

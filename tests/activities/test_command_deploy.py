@@ -253,18 +253,10 @@ async def test_rollback_runs_the_command_with_the_named_version(packages, target
     # A rollback the target does not carry out fails, naming both.
     await deploy(catalog, pkgs["1.1.1"], step="deploy-b")
     misbehave(target, current_prints="1.1.1")
-    inp = RollbackInput(
-        release_id="release-greeter-1.1.1",
-        step="rollback-b",
-        service="greeter",
-        environment=Environment.STAGING,
-        version="1.1.1",
-        deploy_step="deploy-b",
-    )
     with pytest.raises(
         ApplicationError, match=re.escape("after rolling back to 1.1.0, current printed 1.1.1 instead")
     ):
-        await ActivityEnvironment().run(EnvironmentActivities(catalog).rollback, inp)
+        await rollback(catalog, "1.1.1", deploy_step="deploy-b")
 
 
 async def test_rollback_refuses_to_go_over_a_third_version(packages, target: Path) -> None:
