@@ -168,4 +168,5 @@ def judge(
         verdict, reason = Verdict.FAIL, f"score below marginal threshold {config.marginal_threshold:g}"
     if failed and verdict != Verdict.NO_DATA and not critical_failed:
         reason += f"; failed: {', '.join(failed)}"
-    return Judgment(verdict=verdict, score=score, reason=reason, metrics=rows)
+    # Twenty long metric names can outgrow a one-line reason: the table names them all anyway.
+    return Judgment(verdict=verdict, score=score, reason=reason[:1000], metrics=rows)

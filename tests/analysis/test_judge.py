@@ -190,3 +190,11 @@ def test_bad_config_is_a_one_line_error(kwargs: dict[str, object], words: str) -
     message = str(info.value)
     assert "\n" not in message
     assert words in message
+
+
+def test_twenty_failing_long_names_keep_a_bounded_reason() -> None:
+    g = rng()
+    names = [f"{'m' * 60}{i:02d}" for i in range(20)]
+    cfg = config(*(MetricSpec(name=n) for n in names))
+    j = judge(cfg, {n: latency(g, 300) for n in names}, {n: latency(g, 100) for n in names})
+    assert j.verdict == Verdict.FAIL and len(j.reason) <= 1000 and len(j.metrics) == 20
