@@ -28,7 +28,7 @@ from relman.devserver import free_port
 from relman.errors import RelmanError
 
 SERVICE = "greeter"
-_NEW = 'job="{service}",version="{version}",variant="{variant}"'
+_NEW = 'job="{service}",variant="{variant}",version="{variant_version}"'
 # The version too: after a go-live the `new` variant's series goes on with the old release.
 ERROR_RATE = (
     f'(sum(rate(greeter_requests_total{{{_NEW},code=~"5.."}}[10s])) or vector(0)) / '

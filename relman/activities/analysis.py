@@ -135,7 +135,10 @@ class Analysis:
         self.heartbeat({"step": "analysis", "query": query[:80]})
         if self.now() > self.deadline:
             raise AnalysisError(f"not sent: the analysis is past its {BUDGET:g}s")
-        return render_query(query, {**self.values, "variant": variant})
+        # The variant's version too: after a go-live the `new` variant's series goes on with
+        # the old release, so a query selecting by variant alone would mix the two releases.
+        serves = self.values.get("previous_version" if variant == self.spec.variants.previous else "version")
+        return render_query(query, {**self.values, "variant": variant, "variant_version": serves})
 
     async def instant(self, metric: AnalysisMetric) -> tuple[float | None, str]:
         """The metric's value now for the new variant, and why there is none ('' if there is)."""

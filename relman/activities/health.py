@@ -132,12 +132,6 @@ def release_dir_for(spec: ServiceSpec, environment: Environment, version: str) -
     return None
 
 
-def canary_applies(step: str) -> bool:
-    """Whether a health check compares the variants: a dark-launch stage's check
-    (`health-<stage>-<attempt>`) does; after go-live the previous variant serves no one."""
-    return step.startswith("health-")
-
-
 def _running_other(spec: ServiceSpec, inp: HealthInput) -> str | None:
     """The version production's `current` points at, when it is not the one under test
     (during a dark launch: the version being replaced); None when unknown."""
@@ -217,7 +211,8 @@ class HealthActivities:
         analysis = Analysis(
             spec.analysis, values, heartbeat=lambda d: activity.heartbeat({"step": "health", **d})
         )
-        result = await analysis.run(canary=canary_applies(inp.step))
+        # After go-live the previous variant serves no one: only a stage's check compares them.
+        result = await analysis.run(canary=bool(inp.stage))
         counted = sum(m.value is not None for m in result.measurements)
         counted += sum(m.n_new + m.n_old for m in result.canary.metrics) if result.canary else 0
         log.info(

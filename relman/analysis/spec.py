@@ -31,9 +31,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from relman.contracts.analysis import Direction, GroupName, JudgeConfig, MetricName, MetricSpec
 
-QUERY_PLACEHOLDERS = frozenset({"service", "version", "previous_version", "variant", "environment"})
+QUERY_PLACEHOLDERS = frozenset(
+    {"service", "version", "previous_version", "variant", "variant_version", "environment"}
+)
 """What a query may name: the release's service, its version, the version it replaces, the
-flag variant being measured, and the environment."""
+flag variant being measured and the version that variant serves, and the environment."""
 MAX_ANALYSIS_SECONDS = 540
 """(count - 1) x interval at most: the workflow gives a health check 10 minutes."""
 MAX_MEASUREMENTS = 200

@@ -460,6 +460,9 @@ class HealthInput(StepInput):
     previous_version: Version | None = None
     """The version the new one replaces, for analysis queries naming `{previous_version}`;
     None: the activity reads what the environment runs."""
+    stage: str = ""
+    """The dark-launch stage this check judges, where both variants serve and the canary judge
+    compares them; empty for checks after go-live."""
 
 
 class HealthReport(Model):

@@ -372,7 +372,9 @@ class ReleaseWorkflow:
     async def _judge_stage(self, stage: RolloutStage, status: StageStatus) -> Verdict:
         """Health of a stage; only a pass promotes, a fail rolls back, anything else asks a human."""
         for attempt in range(HEALTH_RECHECKS + 1):
-            report = await self._health(Environment.PRODUCTION, f"health-{stage.name}-{attempt}")
+            report = await self._health(
+                Environment.PRODUCTION, f"health-{stage.name}-{attempt}", stage=stage.name
+            )
             status.health = report
             action = policy.stage_action(report.verdict)
             if action is policy.StageAction.PROMOTE:
@@ -615,7 +617,7 @@ class ReleaseWorkflow:
             retry=COMPENSATION_RETRY,
         )
 
-    async def _health(self, env: Environment, step: str) -> HealthReport:
+    async def _health(self, env: Environment, step: str, *, stage: str = "") -> HealthReport:
         request = self._s.request
         return await self._activity(
             Activity.CHECK_HEALTH,
@@ -625,6 +627,7 @@ class ReleaseWorkflow:
                 environment=env,
                 version=request.version,
                 acceptance=self.plan.acceptance,
+                stage=stage,
             ),
             HealthReport,
             f"health of {request.service} {request.version} in {env}",

@@ -307,3 +307,21 @@ async def test_queries_past_the_budget_are_not_sent() -> None:
     result = await analysis.run()
     assert result.verdict is N and len(client.asked) == 1
     assert "past its 570s" in result.detail()
+
+
+async def test_each_variant_is_selected_with_the_version_it_serves() -> None:
+    """`{variant_version}` is the release's version for `new` and the replaced one for
+    `previous`: after a go-live `new` goes on with the old release, and must not count."""
+    query = 'x{variant="{variant}",version="{variant_version}"}'
+    spec = argo(
+        [{"name": "errors", "query": query, "success": "result < 0.02"}],
+        count=1,
+        canary={"metrics": [{"name": "errors", "query": query}], "lookback": 20, "step": 2},
+    )
+    new_q, old_q = 'x{variant="new",version="1.2.0"}', 'x{variant="previous",version="1.1.0"}'
+    client = Scripted({new_q: [0.0]}, {new_q: [0.0] * 10, old_q: [0.0] * 10})
+    clock = Clock()
+    values = {"service": "greeter", "version": "1.2.0", "previous_version": "1.1.0"}
+    analysis = Analysis(spec, values, client=client, sleep=clock.sleep, now=clock.now)
+    await analysis.run(canary=True)
+    assert set(client.asked) == {new_q, old_q}

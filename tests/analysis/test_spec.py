@@ -178,5 +178,6 @@ def test_the_readme_example_loads() -> None:
         "latency_p95",
         "latency_mean",
     ]
-    rendered = render_query(s.canary.metrics[0].query, {"service": "greeter", "variant": "new"})
-    assert 'job="greeter",variant="new",code=~"5.."' in rendered
+    values = {"service": "greeter", "variant": "new", "variant_version": "1.2.0"}
+    rendered = render_query(s.canary.metrics[0].query, values)
+    assert 'job="greeter",variant="new",version="1.2.0",code=~"5.."' in rendered
