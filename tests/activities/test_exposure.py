@@ -187,7 +187,7 @@ async def test_a_schema_refusal_fails_the_step_and_leaves_the_file(
     with pytest.raises(ApplicationError) as failed:
         await ActivityEnvironment().run(acts.set_exposure, exposure(5, stage="five"))
     assert failed.value.type == ErrorType.EXPOSURE_MISMATCH and failed.value.non_retryable
-    assert failed.value.message.startswith("flagd schema refuses flags/greeter/state")
+    assert failed.value.message.startswith("flag definition refused: flags/greeter/state")
     assert path.read_bytes() == before
 
 
