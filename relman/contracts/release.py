@@ -6,7 +6,7 @@ import hashlib
 import itertools
 import json
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
@@ -97,17 +97,30 @@ class ReleaseRequest(Signed):
         return content_hash(self, exclude={"proof"} if self.allow_downgrade else {"proof", "allow_downgrade"})
 
     def statement(self, release_id: str, issued_at: datetime, nonce: str) -> Statement:
-        return Statement(
-            kind=StatementKind.REQUEST,
-            release_id=release_id,
-            subject="request",
-            subject_hash=self.content_hash(),
-            decision=self.change_type.value,
-            actor=self.requested_by,
-            comment_digest=digest(self.title),
-            issued_at=issued_at,
-            nonce=nonce,
-        )
+        return request_statement(self, release_id, issued_at, nonce)
+
+
+class _Requested(Protocol):
+    change_type: ChangeType
+    requested_by: str
+    title: str
+
+    def content_hash(self) -> str: ...
+
+
+def request_statement(request: _Requested, release_id: str, issued_at: datetime, nonce: str) -> Statement:
+    """What a requester signs: the request's hash, its change type and title, for one release."""
+    return Statement(
+        kind=StatementKind.REQUEST,
+        release_id=release_id,
+        subject="request",
+        subject_hash=request.content_hash(),
+        decision=request.change_type.value,
+        actor=request.requested_by,
+        comment_digest=digest(request.title),
+        issued_at=issued_at,
+        nonce=nonce,
+    )
 
 
 class Component(Model):

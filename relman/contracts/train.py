@@ -23,8 +23,8 @@ from relman.contracts.base import (
     UserName,
     Version,
 )
-from relman.contracts.governance import Signed, Statement, StatementKind, digest
-from relman.contracts.release import ReleaseRequest, TimeWindow, content_hash
+from relman.contracts.governance import Signed, Statement
+from relman.contracts.release import ReleaseRequest, TimeWindow, content_hash, request_statement
 
 MAX_COMPONENTS = 20
 """Components per train: the benchmark's size, and a bound on the plan a CAB can read."""
@@ -71,17 +71,7 @@ class TrainRequest(Signed):
         return content_hash(self, exclude={"proof"})
 
     def statement(self, release_id: str, issued_at: datetime, nonce: str) -> Statement:
-        return Statement(
-            kind=StatementKind.REQUEST,
-            release_id=release_id,
-            subject="request",
-            subject_hash=self.content_hash(),
-            decision=self.change_type.value,
-            actor=self.requested_by,
-            comment_digest=digest(self.title),
-            issued_at=issued_at,
-            nonce=nonce,
-        )
+        return request_statement(self, release_id, issued_at, nonce)
 
     def component_request(self, service: str) -> ReleaseRequest:
         """The release request of one component, as the train's child runs it (unsigned: the
