@@ -286,6 +286,10 @@ class Activity(StrEnum):
     NOTIFY = "notify"
     RECORD_EVENT = "record_event"
     WRITE_EVIDENCE = "write_evidence"
+    OPEN_TRAIN = "open_train"
+    UPDATE_TRAIN = "update_train"
+    CLOSE_TRAIN = "close_train"
+    WRITE_TRAIN_EVIDENCE = "write_train_evidence"
 
 
 class Message(StrEnum):
