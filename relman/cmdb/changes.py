@@ -19,12 +19,22 @@ from relman.cmdb.errors import CmdbInvalid
 from relman.cmdb.models import (
     ApprovalRow,
     Change,
+    ChangeComponent,
     CiVersion,
     ConfigurationItem,
+    Relationship,
+    RelationshipType,
     ReviewRecord,
     metadata,
 )
-from relman.cmdb.records import ApprovalRecord, ChangeDetail, ChangeRecord, ReviewRecordOut
+from relman.cmdb.records import (
+    ApprovalRecord,
+    ChangeDetail,
+    ChangeRecord,
+    ComponentRow,
+    RelationshipRecord,
+    ReviewRecordOut,
+)
 from relman.contracts import ChangeRecordInput, CloseChangeInput, Criticality, Outcome
 
 CI = metadata.tables[ConfigurationItem.__tablename__]
@@ -32,9 +42,15 @@ VERSION = metadata.tables[CiVersion.__tablename__]
 CHANGE = metadata.tables[Change.__tablename__]
 APPROVAL = metadata.tables[ApprovalRow.__tablename__]
 REVIEW = metadata.tables[ReviewRecord.__tablename__]
+COMPONENT = metadata.tables[ChangeComponent.__tablename__]
+REL = metadata.tables[Relationship.__tablename__]
+REL_TYPE = metadata.tables[RelationshipType.__tablename__]
 
 DEPLOYED_OUTCOMES = frozenset({Outcome.COMPLETED, Outcome.COMPLETED_WITH_ISSUES})
 CLOSED = "closed"
+RELEASE = "release"
+TRAIN = "train"
+"""The kinds of change: one service's release, or a train of several components."""
 
 
 class ChangeStatements:
@@ -278,12 +294,18 @@ class ChangeStore(AuditLogStore):
             return True
 
     def list_changes(self, since: datetime | None = None, service: str | None = None) -> list[ChangeRecord]:
-        """Changes requested at or after `since` (all when None), oldest first."""
+        """Changes requested at or after `since` (all when None), oldest first; with `service`,
+        its releases and the trains it is a component of."""
         stmt = change_select()
         if since is not None:
             stmt = stmt.where(CHANGE.c.requested_at >= utc(since))
         if service is not None:
-            stmt = stmt.where(CHANGE.c.service == service)
+            stmt = stmt.where(
+                or_(
+                    and_(CHANGE.c.kind == RELEASE, CHANGE.c.service == service),
+                    CHANGE.c.id.in_(select(COMPONENT.c.change_id).where(COMPONENT.c.service == service)),
+                )
+            )
         with self._read() as conn:
             rows = conn.execute(stmt.order_by(CHANGE.c.requested_at, CHANGE.c.id)).all()
         return [ChangeRecord.model_validate(r, from_attributes=True) for r in rows]
@@ -298,6 +320,14 @@ class ChangeStore(AuditLogStore):
                 select(APPROVAL).where(APPROVAL.c.change_id == r.id).order_by(APPROVAL.c.at, APPROVAL.c.id)
             ).all()
             review = conn.execute(select(REVIEW).where(REVIEW.c.change_id == r.id)).first()
+            components = conn.execute(
+                select(COMPONENT, CI.c.name.label("ci"))
+                .select_from(COMPONENT.outerjoin(CI, COMPONENT.c.ci_id == CI.c.id))
+                .where(COMPONENT.c.change_id == r.id)
+                .order_by(COMPONENT.c.position)
+            ).all()
+            cis = sorted({c.ci for c in components if c.ci is not None})
+            relationships = self._relationships_between(conn, cis) if len(cis) > 1 else []
         return ChangeDetail.model_validate(
             {k: r._mapping[k] for k in ChangeRecord.model_fields}
             | {
@@ -305,8 +335,30 @@ class ChangeStore(AuditLogStore):
                 "review": (
                     None if review is None else ReviewRecordOut.model_validate(review, from_attributes=True)
                 ),
+                "components": [ComponentRow.model_validate(c, from_attributes=True) for c in components],
+                "relationships": relationships,
             }
         )
+
+    def _relationships_between(self, conn: Connection, cis: list[str]) -> list[RelationshipRecord]:
+        """The relationships whose parent and child are both among `cis`."""
+        parent, child = CI.alias("p"), CI.alias("c")
+        stmt = (
+            select(
+                parent.c.name.label("parent"),
+                child.c.name.label("child"),
+                REL_TYPE.c.name.label("type"),
+                REL_TYPE.c.forward_label.label("label"),
+            )
+            .select_from(
+                REL.join(parent, REL.c.parent_id == parent.c.id)
+                .join(child, REL.c.child_id == child.c.id)
+                .join(REL_TYPE, REL.c.type_id == REL_TYPE.c.id)
+            )
+            .where(parent.c.name.in_(cis), child.c.name.in_(cis))
+            .order_by(parent.c.name, REL_TYPE.c.name, child.c.name)
+        )
+        return [RelationshipRecord.model_validate(r, from_attributes=True) for r in conn.execute(stmt)]
 
     def count(self, table: str) -> int:
         """Rows in one table (tests and benchmarks)."""
@@ -318,17 +370,39 @@ class ChangeStore(AuditLogStore):
     # --- DORA ------------------------------------------------------------------------
 
     def dora_rows(self, since: datetime, until: datetime, service: str | None = None) -> list[ChangeRecord]:
-        """Changes deployed, or failed in production, or recovered within [since, until)."""
+        """Changes deployed or failed in production within [since, until): releases as they are,
+        and each train as one change per component that reached production
+        (`dora.component_deployment`)."""
         since, until = utc(since), utc(until)
 
-        def within(col: Any) -> Any:
-            return and_(col >= since, col < until)
+        def within(table: Table) -> Any:
+            return or_(
+                and_(table.c.production_at >= since, table.c.production_at < until),
+                and_(table.c.failed_at >= since, table.c.failed_at < until),
+            )
 
-        stmt = change_select().where(or_(within(CHANGE.c.production_at), within(CHANGE.c.failed_at)))
+        releases = change_select().where(CHANGE.c.kind == RELEASE, within(CHANGE))
+        components = (
+            select(COMPONENT, CI.c.name.label("ci"))
+            .select_from(COMPONENT.outerjoin(CI, COMPONENT.c.ci_id == CI.c.id))
+            .where(within(COMPONENT))
+        )
         if service is not None:
-            stmt = stmt.where(CHANGE.c.service == service)
+            releases = releases.where(CHANGE.c.service == service)
+            components = components.where(COMPONENT.c.service == service)
         with self._read() as conn:
-            return [ChangeRecord.model_validate(r, from_attributes=True) for r in conn.execute(stmt)]
+            rows = [ChangeRecord.model_validate(r, from_attributes=True) for r in conn.execute(releases)]
+            parts = conn.execute(components.order_by(COMPONENT.c.change_id, COMPONENT.c.position)).all()
+            trains = {
+                r.id: ChangeRecord.model_validate(r, from_attributes=True)
+                for r in conn.execute(change_select().where(CHANGE.c.id.in_({p.change_id for p in parts})))
+            }
+        return rows + [
+            dora_.component_deployment(
+                trains[p.change_id], ComponentRow.model_validate(p, from_attributes=True)
+            )
+            for p in parts
+        ]
 
     def dora(self, since: datetime, until: datetime, service: str | None = None) -> dora_.DoraMetrics:
         """The five DORA metrics and a daily series over [since, until)."""

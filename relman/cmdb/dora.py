@@ -26,6 +26,14 @@ Over the deployments of the period:
 - deployment rework rate = emergency changes among the deployments / deployments (DORA:
   "deployments that are unplanned but happen as a result of an incident in production").
 
+A release train (several components released as one change) counts as one deployment of
+each service it changed: each component that reached production users is a deployment of its
+service, at its own `production_at` (else `failed_at`), failed when that component failed
+(`failed_at`), as for a release; its lead time runs from the train's commit (else request)
+time, its recovery to the component's `recovered_at` (else the train's). A component that
+never reached production users is not a deployment. `--service` sees a train's component of
+that service.
+
 Rates and medians are None when there is nothing to measure. Wording from DORA's guide,
 https://dora.dev/guides/dora-metrics-four-keys/ (quoted in the README).
 """
@@ -38,7 +46,7 @@ from statistics import median
 
 from pydantic import BaseModel, ConfigDict
 
-from relman.cmdb.records import ChangeRecord
+from relman.cmdb.records import ChangeRecord, ComponentRow
 from relman.contracts import ChangeType
 
 DEFINITIONS = """\
@@ -47,6 +55,9 @@ rolled back, aborted or cancelled after a dark-launch stage above 0% was exposed
 allow-list stage alone (0% plus named internal people) is not a deployment.
 
 A failed deployment is one rolled back, aborted or cancelled after users saw it.
+
+A release train counts as one deployment of each service it changed (each component that
+reached production users), failed per component as a release is.
 
 \b
 Every figure is over the deployments of the period:
@@ -94,6 +105,26 @@ class DoraMetrics(BaseModel):
     recovery_hours: float | None
     rework_rate: float | None
     series: list[DoraDay]
+
+
+def component_deployment(train: ChangeRecord, component: ComponentRow) -> ChangeRecord:
+    """One component of a train as the change DORA counts: a change of the component's service
+    with the train's request, type and commit time, and the component's own production times."""
+    return train.model_copy(
+        update={
+            "service": component.service,
+            "version": component.version,
+            "ci": component.ci,
+            "commit": component.commit or train.commit,
+            "previous_version": component.previous_version,
+            "artifact_digest": component.artifact_digest,
+            "outcome": component.outcome or train.outcome,
+            "production_at": component.production_at,
+            "failed_at": component.failed_at,
+            "recovered_at": component.recovered_at
+            or (train.recovered_at if component.failed_at is not None else None),
+        }
+    )
 
 
 def deployed_at(c: ChangeRecord) -> datetime | None:

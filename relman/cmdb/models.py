@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -126,6 +127,9 @@ class Change(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     release_id: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="release", server_default="release")
+    """`release` (one service), or `train`: `service` is then the train's name, `ci_id` NULL
+    and `version` empty; its components are `change_component` rows."""
     ci_id: Mapped[int | None] = mapped_column(ForeignKey("configuration_item.id", ondelete="SET NULL"))
     service: Mapped[str] = mapped_column(String(64), index=True)
     version: Mapped[str] = mapped_column(String(64))
@@ -147,6 +151,29 @@ class Change(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class ChangeComponent(Base):
+    """One component (service) of a train's change: what it changed and how it ended."""
+
+    __tablename__ = "change_component"
+    __table_args__ = (UniqueConstraint("change_id", "service", name="uq_change_component_service"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    change_id: Mapped[int] = mapped_column(ForeignKey("change.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    """Its place in the train's request."""
+    service: Mapped[str] = mapped_column(String(64), index=True)
+    ci_id: Mapped[int | None] = mapped_column(ForeignKey("configuration_item.id", ondelete="SET NULL"))
+    version: Mapped[str] = mapped_column(String(64))
+    previous_version: Mapped[str | None] = mapped_column(String(64))
+    commit: Mapped[str | None] = mapped_column(String(40))
+    artifact_digest: Mapped[str | None] = mapped_column(String(64))
+    deployed: Mapped[bool] = mapped_column(Boolean, default=False)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    production_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    failed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    recovered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class ApprovalRow(Base):

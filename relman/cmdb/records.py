@@ -90,8 +90,11 @@ class ChangeRecord(Record):
 
     release_id: str
     service: str
+    """The service released; a train's name for a train."""
     version: str
     change_type: ChangeType
+    kind: str = "release"
+    """`release`, or `train` (several components: `ChangeDetail.components`)."""
     risk: str = "medium"
     status: str = "requested"
     outcome: str | None = None
@@ -118,9 +121,29 @@ class ReviewRecordOut(Record):
     at: datetime
 
 
+class ComponentRow(Record):
+    """One component of a train's change."""
+
+    service: str
+    ci: str | None
+    version: str
+    previous_version: str | None = None
+    commit: str | None = None
+    artifact_digest: str | None = None
+    deployed: bool = False
+    outcome: str | None = None
+    production_at: datetime | None = None
+    failed_at: datetime | None = None
+    recovered_at: datetime | None = None
+
+
 class ChangeDetail(ChangeRecord):
     approvals: list[ApprovalRecord] = Field(default_factory=list)
     review: ReviewRecordOut | None = None
+    components: list[ComponentRow] = Field(default_factory=list)
+    """A train's components, in the request's order (empty for a release)."""
+    relationships: list[RelationshipRecord] = Field(default_factory=list)
+    """A train's: the relationships between its components' CIs, as the CMDB has them now."""
 
 
 class WindowSpec(TimeWindow):

@@ -5,6 +5,7 @@ migrate.py) with a class per table group over it:
 
 - audit_log.py: the idempotency claim every write begins with; the hash-chained log
 - changes.py: change records, closing a change, DORA's inputs
+- trains.py: a release train's change and its components
 - cis.py: configuration items, versions, relationships
 - windows.py: deployment windows (the pure window rule, `decide`, is calendar.py's)
 - leases.py: environment leases
@@ -37,13 +38,13 @@ from relman.cmdb.changes import (
     REVIEW,
     VERSION,
     ChangeStatements,
-    ChangeStore,
 )
 from relman.cmdb.cis import CI, REL, REL_TYPE, CiStore
 from relman.cmdb.engine import DEFAULT_RELATIONSHIP_TYPES, now_utc
 from relman.cmdb.evidence_store import EvidenceStore, StoredEvidence
 from relman.cmdb.leases import LEASE, LeaseStore
 from relman.cmdb.migrate import CmdbSchemaOutdated
+from relman.cmdb.trains import TrainStore
 from relman.cmdb.windows import WINDOW, WindowAdded, WindowCollision, WindowStore
 
 # The names earlier code and tests import from relman.cmdb.store.
@@ -78,7 +79,7 @@ __all__ = [
 ]
 
 
-class CmdbStore(ChangeStore, CiStore, WindowStore, LeaseStore, EvidenceStore):
+class CmdbStore(TrainStore, CiStore, WindowStore, LeaseStore, EvidenceStore):
     """The CMDB. Thread-safe; every public method is one short transaction."""
 
     def __init__(
