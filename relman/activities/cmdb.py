@@ -1,4 +1,5 @@
-"""CMDB activities: open, update and close change records; ask for deployment windows.
+"""CMDB activities: open, update and close change records (a release's, a train's); ask
+for deployment windows.
 
 The store is synchronous (SQLAlchemy), so each call runs in a thread. A database that
 does not answer raises a retryable error (Temporal retries with its policy); data the
@@ -30,6 +31,7 @@ from relman.contracts import (
     WindowDecision,
     WindowQuery,
 )
+from relman.contracts.train import TrainChangeInput, TrainCloseInput
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -62,6 +64,9 @@ class CmdbActivities:
             self.acquire_lease,
             self.release_lease,
             self.record_event,
+            self.open_train,
+            self.update_train,
+            self.close_train,
         ]
 
     async def _call(self, fn: Callable[[], T]) -> T:
@@ -100,6 +105,26 @@ class CmdbActivities:
         applied = await self._call(lambda: self.store.close_change(inp))
         log.info(
             "cmdb.change_closed", key=inp.idempotency_key, close_code=inp.close_code.value, applied=applied
+        )
+
+    @activity.defn(name=Activity.OPEN_TRAIN)
+    async def open_train(self, inp: TrainChangeInput) -> None:
+        """Record a train's one change in the CMDB, with a row per component (and its CI)."""
+        applied = await self._call(lambda: self.store.open_train(inp))
+        log.info("cmdb.train_opened", key=inp.idempotency_key, applied=applied)
+
+    @activity.defn(name=Activity.UPDATE_TRAIN)
+    async def update_train(self, inp: TrainChangeInput) -> None:
+        """Move the train's change to `inp.status`, with `inp.note` as its reason."""
+        applied = await self._call(lambda: self.store.update_train(inp))
+        log.info("cmdb.train_updated", key=inp.idempotency_key, status=inp.status, applied=applied)
+
+    @activity.defn(name=Activity.CLOSE_TRAIN)
+    async def close_train(self, inp: TrainCloseInput) -> None:
+        """Close the train's change: close code, components, CI versions and approvals, at once."""
+        applied = await self._call(lambda: self.store.close_train(inp))
+        log.info(
+            "cmdb.train_closed", key=inp.idempotency_key, close_code=inp.close_code.value, applied=applied
         )
 
     @activity.defn(name=Activity.CHECK_WINDOW)

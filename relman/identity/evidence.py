@@ -69,6 +69,8 @@ from relman.identity.verify import proof_problem
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://relman.dev/release-evidence/v1"
+TRAIN_PREDICATE_TYPE = "https://relman.dev/train-evidence/v1"
+"""A release train's evidence: relman.identity.evidence_train."""
 DEPLOYED = frozenset({Outcome.COMPLETED, Outcome.COMPLETED_WITH_ISSUES})
 ACCEPTED_BY_A_HUMAN = frozenset({Verdict.MARGINAL, Verdict.NO_DATA})
 """Stage verdicts the workflow only passes on a human's decision at the marginal gate."""
@@ -257,11 +259,16 @@ def _who(vote: Vote) -> str:
     return f"{vote.approver} for {vote.on_behalf_of}" if vote.on_behalf_of else vote.approver
 
 
-class _Verifier:
-    def __init__(self, trust: Trust, evidence: ReleaseEvidence) -> None:
+class _Signatures:
+    """The signed messages of one release (or train), checked against the catalog's trust."""
+
+    def __init__(self, trust: Trust, release_id: str, requester: str, services: Sequence[str]) -> None:
         self.trust = trust
-        self.ev = evidence
-        self.requester = evidence.request.requested_by
+        self.release_id = release_id
+        """What every signed message inside must be bound to."""
+        self.requester = requester
+        self.services = list(services)
+        """A delegation must cover one of them."""
         self.findings: list[str] = []
         self.valid: set[str] = set()
         self._nonces: dict[str, str] = {}
@@ -271,7 +278,7 @@ class _Verifier:
         problem = proof_problem(
             message,
             actor=actor,
-            release_id=self.ev.release_id if release_id is None else release_id,
+            release_id=self.release_id if release_id is None else release_id,
             trust=self.trust,
             now=None,
         )
@@ -288,27 +295,6 @@ class _Verifier:
                 return False
             self.valid.add(proof.signature)
         return True
-
-    # --- the request and change type -----------------------------------------------
-
-    def request(self) -> None:
-        request = self.ev.request
-        if self.ev.request_hash != request.content_hash():
-            self.findings.append("the request hash in the evidence is not the hash of its request.")
-        self.proof(request, request.requested_by, f"the request by {request.requested_by}")
-        if request.change_type is ChangeType.STANDARD:
-            model = self.trust.change_model(request.change_model)
-            if model is None:
-                self.findings.append(
-                    f"the standard change names change model {request.change_model!r}, "
-                    f"which the catalog does not declare for {self.ev.service}."
-                )
-            elif request.requested_by not in model.requesters:
-                self.findings.append(
-                    f"{request.requested_by} may not request change model {model.name} in the catalog."
-                )
-
-    # --- gates -----------------------------------------------------------------------
 
     def vote(self, approval: Approval, gate: Gate, subject: str, eligible: list[str]) -> str | None:
         """The member a vote validly counts for, or None (with a finding when it is bad)."""
@@ -349,10 +335,10 @@ class _Verifier:
                 f"not from {vote.on_behalf_of} to {vote.approver}."
             )
             return False
-        if self.ev.service not in d.services or vote.gate not in d.gates:
+        if not set(self.services) & set(d.services) or vote.gate not in d.gates:
             self.findings.append(
                 f"{what} relies on {d.delegator}'s delegation, which does not cover "
-                f"service {self.ev.service} at gate {vote.gate}."
+                f"service {', '.join(self.services)} at gate {vote.gate}."
             )
             return False
         if approval.at > d.not_after:
@@ -362,6 +348,33 @@ class _Verifier:
             )
             return False
         return self.proof(d, d.delegator, f"{what}: the delegation by {d.delegator}", release_id="*")
+
+
+class _Verifier(_Signatures):
+    def __init__(self, trust: Trust, evidence: ReleaseEvidence) -> None:
+        super().__init__(trust, evidence.release_id, evidence.request.requested_by, [evidence.service])
+        self.ev = evidence
+
+    # --- the request and change type -----------------------------------------------
+
+    def request(self) -> None:
+        request = self.ev.request
+        if self.ev.request_hash != request.content_hash():
+            self.findings.append("the request hash in the evidence is not the hash of its request.")
+        self.proof(request, request.requested_by, f"the request by {request.requested_by}")
+        if request.change_type is ChangeType.STANDARD:
+            model = self.trust.change_model(request.change_model)
+            if model is None:
+                self.findings.append(
+                    f"the standard change names change model {request.change_model!r}, "
+                    f"which the catalog does not declare for {self.ev.service}."
+                )
+            elif request.requested_by not in model.requesters:
+                self.findings.append(
+                    f"{request.requested_by} may not request change model {model.name} in the catalog."
+                )
+
+    # --- gates -----------------------------------------------------------------------
 
     def gate(self, status: GateStatus) -> GateCheck:
         required, eligible = gate_policy(status.gate, self.ev.change_type, self.trust)
@@ -593,6 +606,12 @@ def verify_evidence(
         return report()
     if statement.get("_type") != STATEMENT_TYPE:
         findings.append(f"the statement's _type is {statement.get('_type')!r}, not {STATEMENT_TYPE}.")
+    if statement.get("predicateType") == TRAIN_PREDICATE_TYPE:
+        # Imported here: the train's verification builds on this module's.
+        from relman.identity.evidence_train import verify_train_statement
+
+        findings += _subject_findings(statement.get("subject"), artifacts or {})
+        return verify_train_statement(statement, trusts, key, findings)
     if statement.get("predicateType") != PREDICATE_TYPE:
         findings.append(f"the predicate type is {statement.get('predicateType')!r}, not {PREDICATE_TYPE}.")
     findings += _subject_findings(statement.get("subject"), artifacts or {})
