@@ -17,9 +17,10 @@ from typer.testing import CliRunner
 
 from relman.cli import app
 from relman.cli.dora_plot import metrics_figure
-from relman.cmdb import ChangeRecord, CmdbStore
-from relman.cmdb.dora import compute
-from relman.contracts import ChangeType, CloseCode, Outcome
+from relman.cmdb import ChangeRecord, CmdbStore, ComponentRow
+from relman.cmdb.dora import component_deployment, compute
+from relman.contracts import ChangeType, CloseCode, Outcome, Risk
+from relman.contracts.train import ComponentRecord, TrainCloseInput, TrainComponent, TrainRequest
 from tests.cmdb.helpers import Clock, close_input, make_store, request_
 
 D = datetime(2025, 3, 1, tzinfo=UTC)  # day 0 of the period; every change is requested at D
@@ -224,3 +225,103 @@ def test_metrics_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         and "allow-list stage alone" in out
         and "https://dora.dev/guides/dora-metrics-four-keys/" in out
     )
+
+
+# --- a release train: one deployment of each service it changed -----------------------
+
+TRAIN = TrainRequest(
+    train="quarterly",
+    components=[
+        TrainComponent(service="checkout", version="1.1.0", commit="abc1234"),
+        TrainComponent(service="search", version="2.0.0", commit="abc1234"),
+        TrainComponent(service="billing", version="3.0.0", commit="abc1234"),
+    ],
+    requested_by="alice",
+    title="quarterly train",
+    committed_at=D - 2 * H,
+)
+# checkout went live at D+3h (lead from the train's commit: 5h); search failed in its canary at
+# D+27h (users saw it: a failed deployment, recovered when the train's backout ended, D+29h);
+# billing never reached users (not a deployment). The train's own row is not a deployment.
+TRAIN_PARTS = [
+    ComponentRecord(
+        service="checkout", version="1.1.0", production_at=D + 3 * H, outcome=Outcome.ROLLED_BACK
+    ),
+    ComponentRecord(service="search", version="2.0.0", failed_at=D + 27 * H, outcome=Outcome.ROLLED_BACK),
+    ComponentRecord(service="billing", version="3.0.0"),
+]
+
+
+def train_close() -> TrainCloseInput:
+    return TrainCloseInput(
+        release_id="train-quarterly",
+        step="close",
+        request=TRAIN,
+        risk=Risk.MEDIUM,
+        outcome=Outcome.ROLLED_BACK,
+        close_code=CloseCode.ROLLED_BACK,
+        components=TRAIN_PARTS,
+        failed_at=D + 27 * H,
+        recovered_at=D + 29 * H,
+    )
+
+
+def train_rows() -> list[ChangeRecord]:
+    train = ChangeRecord(
+        release_id="train-quarterly", kind="train", service="quarterly", version="",
+        change_type=ChangeType.NORMAL, requested_at=D, committed_at=D - 2 * H,
+        failed_at=D + 27 * H, recovered_at=D + 29 * H, close_code=CloseCode.ROLLED_BACK,
+    )  # fmt: skip
+    times = {"production_at", "failed_at"}
+    parts = [
+        ComponentRow(service=c.service, ci=c.service, version=c.version, **c.model_dump(include=times))
+        for c in TRAIN_PARTS
+    ]
+    return [component_deployment(train, p) for p in parts]
+
+
+def assert_with_the_train(every: object, checkout: object, search: object) -> None:
+    from relman.cmdb.dora import DoraMetrics
+
+    assert (
+        isinstance(every, DoraMetrics)
+        and isinstance(checkout, DoraMetrics)
+        and isinstance(search, DoraMetrics)
+    )
+    # the mix's 6 and 2 failures, plus the train's checkout and search (failed); not billing
+    assert (every.deployments, every.failures) == (8, 3)
+    assert every.recovery_hours == pytest.approx(2)  # 0.5, 2 and search's 2
+    # checkout: the mix's 5 plus the train's component; its lead 5h: 2, 2, 3, 5, 10 -> 3
+    assert (checkout.deployments, checkout.failures) == (6, 2)
+    assert checkout.lead_time_hours == pytest.approx(3)
+    assert [d.deployments for d in checkout.series] == [3, 2, 1]
+    # search: the mix's release and the train's failed component
+    assert (search.deployments, search.failures) == (2, 1)
+    assert search.change_fail_rate == pytest.approx(0.5) and search.recovery_hours == pytest.approx(2)
+
+
+def test_a_train_counts_once_per_service_it_changed() -> None:
+    rows = MIX + train_rows()
+    assert [(r.service, r.kind) for r in train_rows()] == [
+        ("checkout", "train"),
+        ("search", "train"),
+        ("billing", "train"),
+    ]
+    assert_with_the_train(
+        compute(rows, *PERIOD),
+        compute(rows, *PERIOD, service="checkout"),
+        compute(rows, *PERIOD, service="search"),
+    )
+    assert compute(rows, *PERIOD, service="billing").deployments == 0
+    assert compute(rows, *PERIOD, service="quarterly").deployments == 0  # the train is no service
+
+
+def test_store_mix_with_a_train(store: CmdbStore) -> None:
+    fill(store)
+    assert store.close_train(train_close())
+    assert not store.close_train(train_close())  # a retry counts nothing twice
+    assert_with_the_train(
+        store.dora(*PERIOD), store.dora(*PERIOD, service="checkout"), store.dora(*PERIOD, service="search")
+    )
+    assert store.dora(*PERIOD, service="billing").deployments == 0
+    assert store.dora(*PERIOD, service="quarterly").deployments == 0

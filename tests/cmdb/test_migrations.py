@@ -231,3 +231,62 @@ def test_the_cli_names_the_upgrade_when_refused(db_url: str, tmp_path: Path) -> 
     shown = relman_cli(db_url, tmp_path, "changes")
     assert shown.returncode == 1
     assert "schema revision 0000" in shown.stderr + shown.stdout
+
+
+def test_a_0002_database_is_refused_then_upgraded_to_trains(db_url: str, tmp_path: Path) -> None:
+    """Revision 0003 (release trains) on a database the previous relman left at 0002, with a
+    change in it: refused in one line until `relman cmdb upgrade`, then the change is a release
+    and trains can be written."""
+    from alembic import command
+
+    from relman.contracts import CloseCode, Outcome, Risk
+    from relman.contracts.train import ComponentRecord, TrainCloseInput
+    from tests.cmdb.train_support import TRAIN_ID, train_request
+
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(migrate.config(conn), "0002")
+            conn.execute(
+                text(
+                    "INSERT INTO change (release_id, service, version, change_type, risk, status, "
+                    "requested_by, title, requested_at, updated_at, reason, production_at) VALUES "
+                    "('release-api-2.0.0', 'api', '2.0.0', 'normal', 'low', 'closed', 'alice', 'api', "
+                    "'2025-03-03 09:00:00+00', '2025-03-03 09:00:00+00', '', '2025-03-03 10:00:00+00')"
+                )
+            )
+    finally:
+        engine.dispose()
+    assert revision(db_url) == "0002"
+
+    refused = CmdbStore(db_url)
+    with pytest.raises(CmdbSchemaOutdated) as caught:
+        refused.list_changes()
+    assert "is at schema revision 0002, this relman needs 0003" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    refused.close()
+
+    upgraded = relman_cli(db_url, tmp_path, "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "from schema revision 0002 to 0003" in upgraded.stdout
+    assert schema_differences(db_url) == []
+
+    store = CmdbStore(db_url)
+    try:
+        [old] = store.list_changes()
+        assert (old.release_id, old.kind, old.service) == ("release-api-2.0.0", "release", "api")
+        assert store.dora(old.requested_at, old.requested_at.replace(year=2026)).deployments == 1
+        assert store.close_train(
+            TrainCloseInput(
+                release_id=TRAIN_ID,
+                step="close",
+                request=train_request(),
+                risk=Risk.LOW,
+                outcome=Outcome.COMPLETED,
+                close_code=CloseCode.SUCCESSFUL,
+                components=[ComponentRecord(service="api", version="2.1.0", deployed=True)],
+            )
+        )
+        assert [c.kind for c in store.list_changes(service="api")] == ["release", "train"]
+    finally:
+        store.close()
