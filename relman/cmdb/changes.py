@@ -395,7 +395,9 @@ class ChangeStore(AuditLogStore):
             parts = conn.execute(components.order_by(COMPONENT.c.change_id, COMPONENT.c.position)).all()
             trains = {
                 r.id: ChangeRecord.model_validate(r, from_attributes=True)
-                for r in conn.execute(change_select().where(CHANGE.c.id.in_({p.change_id for p in parts})))
+                for r in conn.execute(
+                    change_select().where(CHANGE.c.id.in_(sorted({p.change_id for p in parts})))
+                )
             }
         return rows + [
             dora_.component_deployment(

@@ -5,7 +5,9 @@ conflicts are:
 
 - every other *open* release (a change not closed, not the asking release) whose CI is X,
   or a CI related to X by one relationship in either direction (`X depends_on Y` or
-  `Y depends_on X`, `runs_on`, ...); `via` names that relationship;
+  `Y depends_on X`, `runs_on`, ...); `via` names that relationship. An open release train
+  is open on each of its components' CIs; it is not a conflict of its own components
+  (whose release ids extend the train's: `<train id>.<service>...`);
 - every closing window (blackout, and freeze unless the change is an emergency: the
   window rule's kinds) active at the query's time on the *service* of a related CI, in
   the query's environment. A CI's services are the CI's own name and the services of the
@@ -24,10 +26,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import and_, select, union_all
 
 from relman.cmdb.calendar import decide
-from relman.cmdb.changes import CHANGE, CLOSED
+from relman.cmdb.changes import CHANGE, CLOSED, COMPONENT, TRAIN
 from relman.cmdb.cis import CI
 from relman.cmdb.engine import utc
 from relman.contracts import Conflict, ConflictMode, WindowDecision, WindowQuery
@@ -71,26 +73,54 @@ def _conflict(ci: str, via: str, **kw: object) -> Conflict:
     return Conflict.model_validate(fields)
 
 
+def _trains_of(release_id: str) -> list[str]:
+    """The ids a train asking, or one of its components, may have: `train-x.api.launch` is
+    train `train-x`'s component (and asks for `train-x`, `train-x.api` and itself)."""
+    parts = release_id.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
 def find_conflicts(store: CmdbStore, q: WindowQuery) -> Conflicts:
     """The conflicts of the release asking `q` (the rule in the module docstring)."""
     at = utc(q.at)
     ci = q.ci_name or q.service
     related = _related(store, ci)
     via = {ci: "", **related}
-    stmt = (
+    releases_on = (
         select(
             CHANGE.c.release_id,
             CHANGE.c.service,
             CHANGE.c.version,
             CHANGE.c.status,
             CI.c.name.label("ci"),
+            CHANGE.c.requested_at,
+            CHANGE.c.id,
         )
         .select_from(CHANGE.join(CI, CHANGE.c.ci_id == CI.c.id))
         .where(CI.c.name.in_(list(via)), CHANGE.c.status != CLOSED)
-        .order_by(CHANGE.c.requested_at, CHANGE.c.id)
+    )
+    trains_on = (
+        select(
+            CHANGE.c.release_id,
+            COMPONENT.c.service,
+            COMPONENT.c.version,
+            CHANGE.c.status,
+            CI.c.name.label("ci"),
+            CHANGE.c.requested_at,
+            CHANGE.c.id,
+        )
+        .select_from(
+            COMPONENT.join(CHANGE, and_(COMPONENT.c.change_id == CHANGE.c.id, CHANGE.c.kind == TRAIN)).join(
+                CI, COMPONENT.c.ci_id == CI.c.id
+            )
+        )
+        .where(CI.c.name.in_(list(via)), CHANGE.c.status != CLOSED)
     )
     if q.release_id is not None:
-        stmt = stmt.where(CHANGE.c.release_id != q.release_id)
+        releases_on = releases_on.where(CHANGE.c.release_id != q.release_id)
+        trains_on = trains_on.where(CHANGE.c.release_id.not_in(_trains_of(q.release_id)))
+    open_on = union_all(releases_on, trains_on).subquery()
+    stmt = select(open_on).order_by(open_on.c.requested_at, open_on.c.id, open_on.c.ci)
     services_stmt = (
         select(CI.c.name, CHANGE.c.service)
         .select_from(CHANGE.join(CI, CHANGE.c.ci_id == CI.c.id))

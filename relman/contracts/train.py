@@ -231,7 +231,9 @@ class ComponentEvidence(Model):
     @classmethod
     def from_statuses(cls, service: str, release_id: str, *statuses: ReleaseStatus) -> ComponentEvidence:
         """One component's evidence from the statuses its children ended with, in the order
-        they ran: the first package and tests, the last plan, every stage, deploy and undo."""
+        they ran: the first package and tests, the last plan, every stage, deploy and undo.
+        `release_id` is the id its marginal decisions were signed for (the launching child's
+        `ReleaseStatus.release_id`)."""
         planned = [s for s in statuses if s.plan is not None]
         return cls(
             service=service,

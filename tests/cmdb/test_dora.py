@@ -241,15 +241,17 @@ TRAIN = TrainRequest(
     committed_at=D - 2 * H,
 )
 # checkout went live at D+3h (lead from the train's commit: 5h); search failed in its canary at
-# D+27h (users saw it: a failed deployment, recovered when the train's backout ended, D+29h);
-# billing never reached users (not a deployment). The train's own row is not a deployment.
+# D+27h (users saw it), so the train backed out: checkout failed then too (recovered at D+28h, its
+# own backout), search recovered when the train's backout ended (D+29h); billing never reached
+# users (not a deployment). The train's own row is not a deployment.
 TRAIN_PARTS = [
     ComponentRecord(
-        service="checkout", version="1.1.0", production_at=D + 3 * H, outcome=Outcome.ROLLED_BACK
+        service="checkout", version="1.1.0", outcome=Outcome.ROLLED_BACK,
+        production_at=D + 3 * H, failed_at=D + 27 * H, recovered_at=D + 28 * H,
     ),
     ComponentRecord(service="search", version="2.0.0", failed_at=D + 27 * H, outcome=Outcome.ROLLED_BACK),
     ComponentRecord(service="billing", version="3.0.0"),
-]
+]  # fmt: skip
 
 
 def train_close() -> TrainCloseInput:
@@ -272,7 +274,7 @@ def train_rows() -> list[ChangeRecord]:
         change_type=ChangeType.NORMAL, requested_at=D, committed_at=D - 2 * H,
         failed_at=D + 27 * H, recovered_at=D + 29 * H, close_code=CloseCode.ROLLED_BACK,
     )  # fmt: skip
-    times = {"production_at", "failed_at"}
+    times = {"production_at", "failed_at", "recovered_at"}
     parts = [
         ComponentRow(service=c.service, ci=c.service, version=c.version, **c.model_dump(include=times))
         for c in TRAIN_PARTS
@@ -288,14 +290,17 @@ def assert_with_the_train(every: object, checkout: object, search: object) -> No
         and isinstance(checkout, DoraMetrics)
         and isinstance(search, DoraMetrics)
     )
-    # the mix's 6 and 2 failures, plus the train's checkout and search (failed); not billing
-    assert (every.deployments, every.failures) == (8, 3)
-    assert every.recovery_hours == pytest.approx(2)  # 0.5, 2 and search's 2
+    # the mix's 6 and 2 failures, plus the train's checkout and search (both failed); not billing
+    assert (every.deployments, every.failures) == (8, 4)
+    assert every.recovery_hours == pytest.approx(1.5)  # 0.5, 2, checkout's 1, search's 2 -> 1.5
     # checkout: the mix's 5 plus the train's component; its lead 5h: 2, 2, 3, 5, 10 -> 3
-    assert (checkout.deployments, checkout.failures) == (6, 2)
+    assert (checkout.deployments, checkout.failures) == (6, 3)
     assert checkout.lead_time_hours == pytest.approx(3)
+    assert checkout.recovery_hours == pytest.approx(1)  # 0.5, 2 and its own 1
+    # a deployment counts on the day it went live: the train's checkout on day 0
     assert [d.deployments for d in checkout.series] == [3, 2, 1]
-    # search: the mix's release and the train's failed component
+    assert [d.failures for d in checkout.series] == [1, 1, 1]
+    # search: the mix's release and the train's failed component, recovered with the train
     assert (search.deployments, search.failures) == (2, 1)
     assert search.change_fail_rate == pytest.approx(0.5) and search.recovery_hours == pytest.approx(2)
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
 
@@ -238,7 +239,9 @@ def test_a_0002_database_is_refused_then_upgraded_to_trains(db_url: str, tmp_pat
     change in it: refused in one line until `relman cmdb upgrade`, then the change is a release
     and trains can be written."""
     from alembic import command
+    from sqlalchemy import column, table
 
+    from relman.cmdb.models import UtcDateTime
     from relman.contracts import CloseCode, Outcome, Risk
     from relman.contracts.train import ComponentRecord, TrainCloseInput
     from tests.cmdb.train_support import TRAIN_ID, train_request
@@ -247,14 +250,24 @@ def test_a_0002_database_is_refused_then_upgraded_to_trains(db_url: str, tmp_pat
     try:
         with engine.begin() as conn:
             command.upgrade(migrate.config(conn), "0002")
-            conn.execute(
-                text(
-                    "INSERT INTO change (release_id, service, version, change_type, risk, status, "
-                    "requested_by, title, requested_at, updated_at, reason, production_at) VALUES "
-                    "('release-api-2.0.0', 'api', '2.0.0', 'normal', 'low', 'closed', 'alice', 'api', "
-                    "'2025-03-03 09:00:00+00', '2025-03-03 09:00:00+00', '', '2025-03-03 10:00:00+00')"
-                )
+            # The change table as 0002 has it (no `kind`), written as that relman wrote it.
+            at = UtcDateTime()
+            old_change = table(
+                "change",
+                *(column(c) for c in ("release_id", "service", "version", "change_type", "risk", "status")),
+                *(column(c) for c in ("requested_by", "title", "reason")),
+                column("requested_at", at),
+                column("updated_at", at),
+                column("production_at", at),
             )
+            t0 = datetime(2025, 3, 3, 9, tzinfo=UTC)
+            conn.execute(
+                old_change.insert().values(
+                    release_id="release-api-2.0.0", service="api", version="2.0.0", change_type="normal",
+                    risk="low", status="closed", requested_by="alice", title="api", reason="",
+                    requested_at=t0, updated_at=t0, production_at=t0 + timedelta(hours=1),
+                )
+            )  # fmt: skip
     finally:
         engine.dispose()
     assert revision(db_url) == "0002"
@@ -275,7 +288,7 @@ def test_a_0002_database_is_refused_then_upgraded_to_trains(db_url: str, tmp_pat
     try:
         [old] = store.list_changes()
         assert (old.release_id, old.kind, old.service) == ("release-api-2.0.0", "release", "api")
-        assert store.dora(old.requested_at, old.requested_at.replace(year=2026)).deployments == 1
+        assert store.dora(t0, t0 + timedelta(days=1)).deployments == 1
         assert store.close_train(
             TrainCloseInput(
                 release_id=TRAIN_ID,

@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from relman.cmdb import CiSpec, CmdbInvalid, CmdbStore
-from relman.contracts import CloseCode, Outcome, Risk
+from relman.cmdb.conflicts import find_conflicts
+from relman.contracts import ChangeType, CloseCode, ConflictMode, Environment, Outcome, Risk, WindowQuery
 from relman.contracts.train import ComponentRecord, TrainChangeInput, TrainCloseInput
 from tests.cmdb.helpers import Clock, make_store, open_input, vote
 from tests.cmdb.helpers import close_input as release_close
@@ -236,3 +237,32 @@ def test_two_trains_sharing_a_service_keep_their_own_rows(store: CmdbStore) -> N
     assert store.count("change") == 2 and store.count("change_component") == 6
     # api 2.1.0 is one CI version; its row names the train that deployed it last
     assert [v.release_id for v in store.ci_versions("api")] == ["train-checkout-2027-01"]
+
+
+def conflicts_of(store: CmdbStore, service: str, release_id: str) -> list[tuple[str, str, str | None]]:
+    q = WindowQuery(
+        service=service,
+        environment=Environment.PRODUCTION,
+        at=T0,
+        change_type=ChangeType.NORMAL,
+        release_id=release_id,
+        ci_name=service,
+        conflicts=ConflictMode.WARN,
+    )
+    return [(c.ci, c.via, c.release_id) for c in find_conflicts(store, q).items]
+
+
+def test_an_open_train_is_open_on_each_components_ci(store: CmdbStore) -> None:
+    store.open_train(open_train())
+    store.upsert_ci(CiSpec(name="frontend"))
+    store.add_relationship("frontend", "api", "depends_on")
+    # a release of the API itself, and one of a CI depending on the train's API
+    assert conflicts_of(store, "api", "release-api-2.2.0") == [("api", "", TRAIN_ID)]
+    assert conflicts_of(store, "frontend", "release-frontend-1.0.0") == [("api", "depends_on api", TRAIN_ID)]
+    # the train's own components (and the train) are no conflict of themselves
+    for own in (TRAIN_ID, f"{TRAIN_ID}.api", f"{TRAIN_ID}.api.launch"):
+        assert conflicts_of(store, "api", own) == []
+    # another train whose name starts like this one's is
+    assert conflicts_of(store, "api", "train-checkout-2026-12-bis.api") == [("api", "", TRAIN_ID)]
+    store.close_train(close_input())
+    assert conflicts_of(store, "api", "release-api-2.2.0") == []
