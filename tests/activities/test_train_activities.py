@@ -53,7 +53,7 @@ async def test_a_release_change_closed_as_a_train_is_not_retried(store: CmdbStor
             acts.close_train, close_input().model_copy(update={"release_id": "release-checkout-2.4.1"})
         )
     assert caught.value.non_retryable and caught.value.type == "CmdbInvalid"
-    assert str(caught.value) == "change release-checkout-2.4.1 is a release, not a train"
+    assert caught.value.message == "change release-checkout-2.4.1 is a release, not a train"
 
 
 async def test_train_evidence_is_written_once_and_verifies(store: CmdbStore) -> None:

@@ -191,7 +191,9 @@ def test_a_release_change_is_not_closed_as_a_train(store: CmdbStore) -> None:
     with pytest.raises(CmdbInvalid, match="is a release, not a train"):  # nothing was claimed
         store.close_train(inp)
     with pytest.raises(CmdbInvalid, match="is a release, not a train"):
-        store.open_train(open_train().model_copy(update={"release_id": "release-checkout-2.4.1"}))
+        store.open_train(
+            open_train(step="train-open").model_copy(update={"release_id": "release-checkout-2.4.1"})
+        )
     release = store.get_change("release-checkout-2.4.1")
     assert release is not None and release.status == "requested" and release.kind == "release"
     assert store.count("change_component") == 0 and store.count("ci_version") == 0
