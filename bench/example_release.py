@@ -55,8 +55,9 @@ APPROVERS = {Gate.REQUEST: ("alice", "bob"), Gate.PLAN: ("carol", "dave")}
 def zero_wait_catalog(directory: Path) -> Path:
     """examples/catalog.yaml with bake 0 and review period 0; the workdir made absolute."""
     raw = yaml.safe_load((EXAMPLES / "catalog.yaml").read_text())
+    for spec in raw["services"].values():  # this copy lives elsewhere: workdirs made absolute
+        spec["workdir"] = str(EXAMPLES / spec["workdir"])
     greeter = raw["services"]["greeter"]
-    greeter["workdir"] = str(EXAMPLES / "greeter")
     for stage in greeter["stages"]:
         stage["bake_seconds"] = 0
     greeter["review_period"] = 0

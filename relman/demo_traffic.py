@@ -61,9 +61,10 @@ def analysis_section(address: str) -> dict[str, Any]:
 def demo_catalog(example: Path, out: Path, address: str) -> Path:
     """The example catalog with Prometheus analysis for the greeter, written to `out`."""
     data = yaml.safe_load(example.read_text())
-    spec = data["services"][SERVICE]
     # Relative paths resolve against the catalog's directory, and this copy lives elsewhere.
-    spec["workdir"] = str((example.parent / spec["workdir"]).resolve())
+    for other in data["services"].values():
+        other["workdir"] = str((example.parent / other["workdir"]).resolve())
+    spec = data["services"][SERVICE]
     spec["analysis"] = analysis_section(address)
     out.write_text(
         f"# The demo's catalog: {example} with Prometheus analysis for {SERVICE}.\n"

@@ -1,6 +1,7 @@
 """greeter: a tiny real HTTP service with a metrics endpoint.
 
 GET /greet?name=ana      -> {"message": "Hello, ana!", "version": "...", "variant": "..."}
+GET /greet?name=ana&lang=fr -> the French greeting, when a greeter-db database is given
 GET /metrics             -> requests, errors, error_rate, latency percentiles (ms)
 GET /metrics/prometheus  -> the same in Prometheus' text format, labelled by version and
                             variant: `greeter_requests_total{version,variant,code}` and the
@@ -18,6 +19,12 @@ as targeting key: the variant's value is the version that serves it, and that ve
 behaviour comes from `<dir>/<version>/behaviour.json` in the first `--releases` dir holding it
 (its own when none does). The provider polls FILE every 100 ms, so a change is served within
 about that.
+
+With `--db FILE` (examples/greeter-db's SQLite database) the greeting's wording comes from its
+`greetings` table, by the `lang` parameter (default `en`; a language it lacks gets English).
+A database file that does not exist yet means no database: the greeter then serves its
+built-in English, so it still runs alone. A database without the `greetings` table (a schema
+older than this greeter needs) fails the request with 503: deploy greeter-db first.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import argparse
 import contextlib
 import json
 import random
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -59,12 +67,32 @@ def load_version(root: Path = HERE) -> str:
         return "0.0.0-dev"
 
 
-def greeting(name: str, behaviour: dict[str, Any] | None = None) -> str:
-    """The greeting for `name`; the `tests` bug drops the punctuation and the name's case."""
+def greeting(name: str, behaviour: dict[str, Any] | None = None, template: str | None = None) -> str:
+    """The greeting for `name` (in `template`'s words when given, `{name}` marking the name);
+    the `tests` bug drops the punctuation and the name's case."""
     name = name.strip() or "world"
     if (behaviour or {}).get("bug") == "tests":
         return f"hello {name.lower()}"
-    return f"Hello, {name}!"
+    # Not str.format: a template is data, and a name could hold braces.
+    return template.replace("{name}", name) if template else f"Hello, {name}!"
+
+
+class SchemaTooOld(Exception):
+    """The greeter-db database lacks what this greeter reads (its migrations have not run)."""
+
+
+def template_for(db: Path | None, lang: str) -> str | None:
+    """The greeting template for `lang` from greeter-db's database; None without a database
+    (the file does not exist) or without a row for `lang` (the built-in English serves)."""
+    if db is None or not db.is_file():
+        return None
+    # Read-only: the greeter never writes greeter-db's schema or rows.
+    with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=5)) as conn:
+        try:
+            row = conn.execute("SELECT template FROM greetings WHERE lang = ?", (lang,)).fetchone()
+        except sqlite3.OperationalError as exc:
+            raise SchemaTooOld(f"greeter-db schema too old: {exc}") from None
+    return str(row[0]) if row else None
 
 
 class Metrics:
@@ -141,7 +169,8 @@ class PromMetrics:
 class Greeter:
     """The service state: version, behaviour and metrics."""
 
-    def __init__(self, root: Path = HERE, variant: str = "stable") -> None:
+    def __init__(self, root: Path = HERE, variant: str = "stable", db: Path | None = None) -> None:
+        self.db = db
         self.version = load_version(root)
         self.behaviour = load_behaviour(root)
         self.variant = variant
@@ -257,7 +286,9 @@ def make_handler(svc: Greeter) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"error": "not found"})
                 return
             started = time.perf_counter()
-            name = parse_qs(url.query).get("name", ["world"])[0]
+            query = parse_qs(url.query)
+            name = query.get("name", ["world"])[0]
+            lang = query.get("lang", ["en"])[0]
             served = svc.serve_for(name)
             jitter = random.uniform(0, float(served.behaviour.get("latency_jitter_ms", 0)))
             time.sleep((float(served.behaviour.get("latency_ms", 0)) + jitter) / 1000)
@@ -265,7 +296,12 @@ def make_handler(svc: Greeter) -> type[BaseHTTPRequestHandler]:
             if failed:
                 status, body = 500, {"error": "injected failure", "version": served.version}
             else:
-                status, body = 200, {"message": greeting(name, served.behaviour), "version": served.version}
+                try:
+                    message = greeting(name, served.behaviour, template_for(svc.db, lang))
+                    status, body = 200, {"message": message, "version": served.version}
+                except (SchemaTooOld, sqlite3.Error) as exc:
+                    failed = True
+                    status, body = 503, {"error": str(exc), "version": served.version}
             body["variant"] = served.variant
             # Recorded before the reply: a client that reads /metrics right after its
             # response must find its own request counted (the handler thread races it).
@@ -284,9 +320,10 @@ def serve(
     flags: Path | None = None,
     flag_key: str = "greeter",
     releases: list[Path] | None = None,
+    db: Path | None = None,
 ) -> tuple[ThreadingHTTPServer, Greeter]:
     """Start the service on 127.0.0.1:`port` (0 = ephemeral) in a daemon thread."""
-    svc = Greeter(root, variant)
+    svc = Greeter(root, variant, db)
     if flags is not None:
         svc.follow_flag(flags, flag_key, releases)
     server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(svc))
@@ -311,9 +348,19 @@ def main() -> None:
         default=[],
         help="a directory of <version>/behaviour.json release folders (repeatable)",
     )
+    parser.add_argument(
+        "--db",
+        type=Path,
+        help="greeter-db's SQLite file: greetings by language (none while it does not exist)",
+    )
     args = parser.parse_args()
     server, svc = serve(
-        args.port, variant=args.variant, flags=args.flags, flag_key=args.flag_key, releases=args.releases
+        args.port,
+        variant=args.variant,
+        flags=args.flags,
+        flag_key=args.flag_key,
+        releases=args.releases,
+        db=args.db,
     )
     print(f"greeter {svc.version} ({svc.variant}) on http://127.0.0.1:{server.server_address[1]}", flush=True)
     try:

@@ -9,6 +9,7 @@ import argparse
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from app import serve
 
@@ -16,13 +17,21 @@ from app import serve
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument(
+        "--db", type=Path, help="greeter-db's SQLite file the greeter reads (none while it does not exist)"
+    )
+    parser.add_argument(
+        "--lang", action="append", default=[], help="languages the requests ask for in turn (default: en)"
+    )
     args = parser.parse_args()
-    server, _ = serve(0)
+    langs = args.lang or ["en"]
+    server, _ = serve(0, db=args.db)
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         for i in range(args.requests):
+            lang = langs[i % len(langs)]
             try:
-                with urllib.request.urlopen(f"{base}/greet?name=user{i}", timeout=5) as resp:
+                with urllib.request.urlopen(f"{base}/greet?name=user{i}&lang={lang}", timeout=5) as resp:
                     resp.read()
             except urllib.error.HTTPError as exc:
                 exc.read()

@@ -31,12 +31,17 @@ def test_every_activity_is_registered_and_the_catalog_synced(tmp_path: Path) -> 
     greeter = store.get_ci("greeter")
     assert greeter is not None and greeter.ci_class == "application"
     assert store.get_ci("local-host") is not None
-    rels = store.relationships("greeter")
-    assert [(r.parent, r.type, r.child) for r in rels] == [("greeter", "runs_on", "local-host")]
+    assert store.get_ci("greeter-db") is not None and store.get_ci("greeter-db").ci_class == "database"
+    rels = store.relationships("greeter")  # both directions: greeter-worker depends on it
+    assert [(r.parent, r.type, r.child) for r in rels] == [
+        ("greeter", "depends_on", "greeter-db"),
+        ("greeter", "runs_on", "local-host"),
+        ("greeter-worker", "depends_on", "greeter"),
+    ]
 
-    # Syncing again (a worker restart) writes nothing new.
-    assert sync_catalog_to_cmdb(example_catalog(tmp_path / "data"), store) == 2
-    assert len(store.relationships("greeter")) == 1 and len(store.list_cis()) == 2
+    # Syncing again (a worker restart) writes nothing new: the 4 CIs are counted, no relationship.
+    assert sync_catalog_to_cmdb(example_catalog(tmp_path / "data"), store) == 4
+    assert len(store.relationships("greeter")) == 3 and len(store.list_cis()) == 4
 
 
 def test_the_worker_refuses_a_cmdb_at_another_schema_revision(tmp_path: Path) -> None:

@@ -80,6 +80,7 @@ def write_catalog(path: Path, holds: Path) -> None:
         spec = copy.deepcopy(greeter)
         spec["ci_name"] = name
         spec["workdir"] = str(ROOT / "examples" / "greeter")
+        spec["relationships"] = [{"type": "runs_on", "target": "local-host"}]  # not greeter-db's
         spec["environments"] = {
             env: {"base_dir": f"{{data_dir}}/envs/{name}/{env}"} for env in ("staging", "production")
         }

@@ -1,0 +1,1 @@
+"""Makes `migrate` importable for the tests (pytest puts this directory on sys.path)."""
