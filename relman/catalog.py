@@ -810,6 +810,29 @@ def service_names(path: str | os.PathLike[str]) -> list[str]:
     return sorted(str(name) for name in services)
 
 
+def service_relationships_of(path: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
+    """Every service's declared relationships as `(service, type, target)`, read without
+    validating the services, as `service_names`; a target that is a service's CI is named by
+    that service (as `Catalog.service_relationships`), so a client orders a train as the
+    worker will. An entry that is not a mapping with a type and a target is left out here:
+    the worker's full load of the catalog names it.
+    """
+    file = Path(path).expanduser()
+    services = _read_mapping(file).get("services")
+    if not isinstance(services, dict):
+        raise CatalogError(f"{file.name}: the catalog must be a mapping with a `services` key")
+    specs = {str(name): spec for name, spec in services.items() if isinstance(spec, dict)}
+    by_ci = {str(spec.get("ci_name") or name): name for name, spec in specs.items()}
+    found = []
+    for name, spec in specs.items():
+        relationships = spec.get("relationships")
+        for rel in relationships if isinstance(relationships, list) else []:
+            if isinstance(rel, dict) and rel.get("type") and rel.get("target"):
+                target = str(rel["target"])
+                found.append((name, str(rel["type"]), by_ci.get(target, target)))
+    return found
+
+
 def people_names(path: str | os.PathLike[str]) -> list[str]:
     """The people a catalog file declares, read without validating anything else.
 

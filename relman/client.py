@@ -70,6 +70,7 @@ from relman.contracts import (
     release_id_for,
     release_id_problem,
 )
+from relman.contracts.train import TrainRequest
 from relman.errors import ConfigError, NotFoundError, RefusedError, RelmanError, one_line
 from relman.identity.keys import Signer
 from relman.identity.roles import change_model_problem
@@ -93,9 +94,11 @@ __all__ = [
     "ReleaseClient",
     "ReleaseSummary",
     "RelmanError",
+    "load_any_manifest",
     "load_manifest",
     "load_plan",
     "run",
+    "train_problem",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -214,6 +217,49 @@ def load_manifest(path: Path) -> ReleaseRequest:
         return ReleaseRequest.model_validate(data)
     except ValidationError as exc:
         raise RelmanError(f"manifest {path}: {one_line(exc)}") from None
+
+
+def load_any_manifest(path: Path) -> ReleaseRequest | TrainRequest:
+    """The request a YAML manifest describes: a train's (`TrainRequest`) when it lists
+    `components:`, else one release's, as `load_manifest` reads it."""
+    data = _read_yaml_mapping(
+        path,
+        "manifest",
+        "request",
+        "release fields (service, version, ...) or a train's (train, components, ...)",
+    )
+    model: type[ReleaseRequest | TrainRequest] = TrainRequest if "components" in data else ReleaseRequest
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RelmanError(f"manifest {path}: {one_line(exc)}") from None
+
+
+def train_problem(catalog: Path, request: TrainRequest) -> str | None:
+    """Why the catalog cannot deliver this train, or None: a component the catalog does not
+    know (naming it and the known ones), or an order with a cycle (naming its path), from
+    the catalog's relationships and the manifest's `after:`.
+
+    Reads the catalog file without validating its services (`relman.catalog.service_names`):
+    a client may lack the services' directories. The worker checks again with the full
+    catalog before the train does anything. A catalog that cannot be read raises CatalogError.
+    """
+    from relman.catalog import service_names, service_relationships_of
+    from relman.workflows.waves import OrderingError, dependencies, waves
+
+    known = service_names(catalog)
+    unknown = [service for service in request.services if service not in known]
+    if unknown:
+        return (
+            f"unknown service{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+            f"the catalog {catalog} knows {', '.join(known) or 'none'}"
+        )
+    after = {c.service: c.after for c in request.components if c.after}
+    try:
+        waves(dependencies(request.services, service_relationships_of(catalog), after))
+    except OrderingError as exc:
+        return f"train {request.train}: {exc}"
+    return None
 
 
 def load_plan(path: Path, current: ReleasePlan) -> ReleasePlan:
@@ -416,6 +462,19 @@ class ReleaseClient:
             raise RefusedError(
                 f"unknown service {service!r}: the catalog {self.catalog} knows {', '.join(known) or 'none'}"
             )
+
+    def _check_train(self, request: TrainRequest) -> None:
+        """Refuse a train the catalog cannot deliver before anything starts (see `train_problem`)."""
+        if self.catalog is None:
+            return
+        from relman.catalog import CatalogError
+
+        try:
+            problem = train_problem(self.catalog, request)
+        except CatalogError as exc:
+            raise ConfigError(f"RELMAN_CATALOG: {exc}") from None
+        if problem:
+            raise RefusedError(problem)
 
     def _check_change_model(self, request: ReleaseRequest) -> None:
         """A standard change only as a change model the catalog declares (the worker checks too)."""
