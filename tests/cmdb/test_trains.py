@@ -213,7 +213,7 @@ def test_bad_train_input_is_refused_in_one_line() -> None:
     ]
     for update, message in cases:
         with pytest.raises(ValidationError) as caught:
-            close_input(**update)
+            close_input(components=update["components"])
         assert message in str(caught.value)
     with pytest.raises(ValidationError, match="billing not in train"):
         open_train(ci_names={"billing": "billing"})
