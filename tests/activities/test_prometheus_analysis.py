@@ -382,6 +382,7 @@ async def test_check_health_reads_prometheus_for_a_service_with_analysis(lab: La
         version="1.3.0",
         acceptance=AcceptanceCriteria(),
         previous_version="1.2.0",
+        stage="quarter",
     )
     report = await ActivityEnvironment().run(health.check_health, inp)
     assert report.verdict is Verdict.FAIL, report.detail
@@ -390,6 +391,6 @@ async def test_check_health_reads_prometheus_for_a_service_with_analysis(lab: La
     line = details.health(report)
     assert "latency_p95 high" in line and "\n" not in line and len(line) <= details.HEALTH_LIMIT
     after_go_live = await ActivityEnvironment().run(
-        health.check_health, inp.model_copy(update={"step": "verify-production"})
+        health.check_health, inp.model_copy(update={"step": "verify-production", "stage": ""})
     )
     assert after_go_live.canary is None, "no canary once the previous variant serves no one"
