@@ -55,6 +55,7 @@ from relman.contracts.base import (
     release_id_for,
     release_id_problem,
     text_problem,
+    train_id_for,
 )
 from relman.contracts.governance import (
     OPERATOR_ROLE,
@@ -253,5 +254,6 @@ __all__ = [
     "release_id_problem",
     "stages_problem",
     "text_problem",
+    "train_id_for",
     "utc_seconds",
 ]

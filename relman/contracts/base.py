@@ -120,6 +120,11 @@ def release_id_for(service: str, version: str) -> str:
     return f"release-{service}-{version}".lower().replace("+", "-")
 
 
+def train_id_for(name: str) -> str:
+    """The workflow id of a release train: one train per name."""
+    return f"train-{name}".lower()
+
+
 class Model(BaseModel):
     """Base of every contract: strict about unknown fields, frozen where it matters.
 
@@ -271,6 +276,7 @@ class Activity(StrEnum):
     """Registered names of relman's activities; workflow and worker share them."""
 
     VALIDATE_REQUEST = "validate_request"
+    VALIDATE_TRAIN = "validate_train"
     OPEN_CHANGE = "open_change"
     UPDATE_CHANGE = "update_change"
     CLOSE_CHANGE = "close_change"

@@ -239,6 +239,9 @@ class GateStatus(Model):
     voided: list[Approval] = Field(default_factory=list)
     """Votes for an earlier subject (a plan since amended): kept for the record, never counted."""
     closed_at: datetime | None = None
+    groups: dict[str, list[UserName]] = Field(default_factory=dict)
+    """A train's gate: every group (a component's approvers) needs one counted approval besides
+    the quorum; empty (every release's gate): no such rule."""
 
     @property
     def approvals(self) -> int:

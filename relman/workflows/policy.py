@@ -6,7 +6,7 @@ functions with plain inputs, and the tests call them directly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -31,7 +31,9 @@ from relman.contracts import (
     OperatorAction,
     OperatorVerb,
     Outcome,
+    PersonTrust,
     PlanAmendment,
+    ProviderTrust,
     ReleasePlan,
     ReleaseRequest,
     Risk,
@@ -45,6 +47,7 @@ from relman.contracts import (
     WindowWait,
     stages_problem,
 )
+from relman.contracts.train import TrainRequest
 from relman.identity import verify as identity
 from relman.identity.evidence import stage_subject
 from relman.identity.roles import change_model_problem, gate_policy
@@ -336,13 +339,19 @@ def delegation_problem(vote: Vote, ctx: Context) -> str | None:
 
 
 def tally(status: GateStatus) -> GateState:
-    """Gate state from its votes: any rejection vetoes; a quorum of distinct members approves."""
+    """Gate state from its votes: any rejection vetoes; a quorum of distinct members approves,
+    and on a train's gate only once every group (a component's approvers) has one of them."""
     if any(a.vote.decision is Decision.REJECT for a in status.votes):
         return GateState.REJECTED
     approvers = {counted_member(a.vote) for a in status.votes if a.vote.decision is Decision.APPROVE}
-    if len(approvers) >= status.required:
+    if len(approvers) >= status.required and not unrepresented(status.groups, approvers):
         return GateState.APPROVED
     return GateState.OPEN
+
+
+def unrepresented(groups: Mapping[str, Sequence[str]], approvers: Collection[str]) -> list[str]:
+    """The groups none of whose members approved yet (empty when `groups` is)."""
+    return [name for name, members in groups.items() if not any(m in approvers for m in members)]
 
 
 def record_vote(status: GateStatus, vote: Vote, at: datetime) -> GateStatus:
@@ -500,3 +509,104 @@ def close_code(outcome: Outcome, compensation_failed: bool = False) -> CloseCode
     if compensation_failed:
         return CloseCode.UNSUCCESSFUL
     return CLOSE_CODES[outcome]
+
+
+# --- release trains --------------------------------------------------------------
+
+
+def merged_trust(trusts: Iterable[Trust]) -> Trust:
+    """The trust a train checks messages against: every component's people, keys and roles.
+
+    A vote counts on the train if it would count on one of its components (the gate's groups
+    then make sure each component's approvers are represented); signatures are required if
+    any component requires them, and the quorum is the largest.
+    """
+    trusts = list(trusts)
+    people: dict[str, list[str]] = {}
+    providers: dict[str, ProviderTrust] = {}
+    roles: dict[Role, list[str]] = {}
+    for trust in trusts:
+        for person in trust.people:
+            keys = people.setdefault(person.name, [])
+            keys.extend(k for k in person.keys if k not in keys)
+        for provider in trust.providers:
+            known = providers.get(provider.name)
+            providers[provider.name] = (
+                provider
+                if known is None
+                else known.model_copy(
+                    update={
+                        "keys": list(dict.fromkeys([*known.keys, *provider.keys])),
+                        "vouches_for": list(dict.fromkeys([*known.vouches_for, *provider.vouches_for])),
+                    }
+                )
+            )
+        for role, members in trust.roles.items():
+            listed = roles.setdefault(role, [])
+            listed.extend(m for m in members if m not in listed)
+    return Trust(
+        signatures="required" if any(t.signatures == "required" for t in trusts) else "off",
+        people=[PersonTrust(name=name, keys=keys) for name, keys in people.items()],
+        providers=list(providers.values()),
+        roles=roles,
+        quorum=max((t.quorum for t in trusts), default=1),
+    )
+
+
+def train_gate(
+    gate: Gate,
+    change_type: ChangeType,
+    profiles: Mapping[str, ServiceProfile],
+    subject_hash: str,
+    now: datetime,
+    requested_by: str,
+) -> GateStatus:
+    """A train's gate: eligible are the union of its components' approvers (never the
+    requester), the quorum is the largest component's, and every component's approvers must
+    be represented by one approval (a quorum from one CAB alone does not approve a train that
+    spans two). Skipped only when no component's gate needs an approval."""
+    groups: dict[str, list[str]] = {}
+    required = 0
+    for service, profile in profiles.items():
+        needed, members = gate_policy(gate, change_type, profile.trust)
+        if needed == 0:
+            continue
+        required = max(required, needed)
+        groups[service] = [m for m in members if m != requested_by]
+    if required == 0:
+        return GateStatus(gate=gate, state=GateState.SKIPPED, subject_hash=subject_hash, closed_at=now)
+    eligible = sorted({m for members in groups.values() for m in members})
+    deadline = now + min(gate_timeout(gate, change_type, p) for p in profiles.values())
+    return GateStatus(
+        gate=gate,
+        state=GateState.OPEN,
+        required=required,
+        eligible=eligible,
+        subject_hash=subject_hash,
+        deadline=deadline,
+        groups=groups,
+    )
+
+
+def train_gate_problem(status: GateStatus) -> str | None:
+    """Why a train's gate can never be approved (a component's only approver is the requester,
+    or fewer eligible than the quorum), or None: refused at once instead of expiring."""
+    if status.state is not GateState.OPEN:
+        return None
+    empty = [name for name, members in status.groups.items() if not members]
+    if empty:
+        return f"gate {status.gate}: nobody but the requester may approve for {', '.join(empty)}"
+    if len(status.eligible) < status.required:
+        eligible = len(status.eligible)
+        return f"gate {status.gate}: {eligible} eligible approvers for a quorum of {status.required}"
+    return None
+
+
+def train_request_refusal(request: TrainRequest, ctx: Context) -> str | None:
+    """Why a train request may not run: who asked (signed, with the train's merged trust), and
+    its change type (a standard change follows one service's change model; a train is not one)."""
+    if problem := ctx.proof_problem(request, request.requested_by, max_age=REQUEST_MAX_AGE):
+        return f"request: {problem}"
+    if request.change_type is ChangeType.STANDARD:
+        return "a train is a normal or emergency change: change models pre-approve one service's changes"
+    return None
