@@ -32,7 +32,6 @@ with workflow.unsafe.imports_passed_through():
         ChangeRecordInput,
         CloseChangeInput,
         ConflictMode,
-        Decision,
         DeployInput,
         DeployRecord,
         DeployResult,
@@ -59,7 +58,6 @@ with workflow.unsafe.imports_passed_through():
         Phase,
         PhaseTransition,
         PlanAmendment,
-        Refusal,
         ReleasePackage,
         ReleasePlan,
         ReleaseRequest,
@@ -73,7 +71,6 @@ with workflow.unsafe.imports_passed_through():
         TestReport,
         Trust,
         Verdict,
-        Vote,
         WindowDecision,
         WindowQuery,
         WindowWait,
@@ -81,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from relman.errors import one_line
     from relman.workflows import details, policy
+    from relman.workflows.messages import VoteHandlers
 
 T = TypeVar("T")
 
@@ -114,8 +112,6 @@ EXACT_WINDOW_WAIT = "exact-window-wait"
 FAILED_RUN = "failed-change-fails-run"
 """Patch: runs recorded before it end COMPLETED whatever the outcome; newer failed changes FAILED."""
 HEALTH_RECHECKS = 2
-MAX_REFUSALS = 50
-"""Refused messages kept in the status (the latest); `refused` counts them all."""
 
 
 @dataclass
@@ -150,7 +146,9 @@ class _Stop(Exception):
 # A request that fails its contract (sent by any Temporal client) fails the workflow with the
 # field named, instead of failing its workflow task forever.
 @workflow.defn(name=WORKFLOW_NAME, failure_exception_types=[pydantic.ValidationError])
-class ReleaseWorkflow:
+class ReleaseWorkflow(VoteHandlers):
+    _s: ReleaseStatus
+
     @workflow.init
     def __init__(self, request: ReleaseRequest) -> None:
         self._s = ReleaseStatus(release_id=workflow.info().workflow_id, request=request)
@@ -528,24 +526,7 @@ class ReleaseWorkflow:
         step = f"deploy-{env}"
 
         async def undo() -> None:
-            await self._activity(
-                Activity.ROLLBACK,
-                RollbackInput(
-                    **self._key(f"rollback-{env}"),
-                    service=request.service,
-                    environment=env,
-                    version=request.version,
-                    restore_version=results[0].previous_version if results else None,
-                    deploy_step=step,
-                ),
-                DeployResult,
-                f"roll back {env} from {request.version}",
-                # As long as a deploy: an environment of commands runs `current`, `rollback`
-                # and `current` again (replay-safe: options are not part of the command).
-                timeout=timedelta(minutes=15),
-                heartbeat=timedelta(minutes=1),
-                retry=COMPENSATION_RETRY,
-            )
+            await self._rollback(env, results[0].previous_version if results else None)
 
         results: list[DeployResult] = []
         self._register(f"roll back {env}", undo)
@@ -572,6 +553,30 @@ class ReleaseWorkflow:
                 previous_version=result.previous_version,
                 at=workflow.now(),
             )
+        )
+        return result
+
+    async def _rollback(self, env: Environment, restore_version: str | None) -> DeployResult:
+        """Undo the deploy to `env` (its step `deploy-<env>`); without the version to restore,
+        the adapter restores what that deploy recorded, and does nothing if it never ran."""
+        request = self._s.request
+        result: DeployResult = await self._activity(
+            Activity.ROLLBACK,
+            RollbackInput(
+                **self._key(f"rollback-{env}"),
+                service=request.service,
+                environment=env,
+                version=request.version,
+                restore_version=restore_version,
+                deploy_step=f"deploy-{env}",
+            ),
+            DeployResult,
+            f"roll back {env} from {request.version}",
+            # As long as a deploy: an environment of commands runs `current`, `rollback`
+            # and `current` again (replay-safe: options are not part of the command).
+            timeout=timedelta(minutes=15),
+            heartbeat=timedelta(minutes=1),
+            retry=COMPENSATION_RETRY,
         )
         return result
 
@@ -846,61 +851,11 @@ class ReleaseWorkflow:
             return "the release has not read its catalog yet; send it again in a moment"
         return None
 
-    def _refuse(self, actor: str, action: str, reason: str) -> None:
-        """A refused message counts for nothing; the status keeps the latest ones."""
-        workflow.logger.warning("%s by %s refused: %s", action, actor, reason)
-        self._s.refused += 1
-        refusal = Refusal(actor=actor, action=action[:64], reason=reason[:300], at=workflow.now())
-        self._s.refusals = [*self._s.refusals, refusal][-MAX_REFUSALS:]
+    def _ready(self) -> bool:
+        return self._profile is not None or self._s.outcome is not None
 
-    def _accept(self, message: Any) -> None:
-        proof = getattr(message, "proof", None)
-        if proof is not None:
-            self._run.nonces.add(proof.nonce)
-
-    async def _catalog_read(self) -> None:
-        """Signals wait for the catalog's trust: one sent with the start (or in the first
-        workflow task) would otherwise be judged against nobody's keys and lost."""
-        await workflow.wait_condition(lambda: self._profile is not None or self._s.outcome is not None)
-
-    @workflow.signal(name=Message.APPROVE.value)
-    async def approve(self, vote: Vote) -> None:
-        """Fire-and-forget approval; a refused vote is kept in the status's refusals."""
-        await self._catalog_read()
-        self._take_vote(vote, Decision.APPROVE)
-
-    @workflow.signal(name=Message.REJECT.value)
-    async def reject(self, vote: Vote) -> None:
-        """Fire-and-forget rejection (any rejection vetoes the gate)."""
-        await self._catalog_read()
-        self._take_vote(vote, Decision.REJECT)
-
-    @workflow.update(name=Message.DECIDE.value)
-    def decide(self, vote: Vote) -> GateStatus:
-        """Approve or reject with an immediate answer; refusals leave no history."""
-        if reason := self._take_vote(vote):
-            raise ApplicationError(reason, type=ErrorType.REFUSED, non_retryable=True)
-        return self._s.gates[vote.gate]
-
-    @decide.validator
-    def _validate_decide(self, vote: Vote) -> None:
-        if reason := self._not_ready() or policy.refusal(self._s.gates.get(vote.gate), vote, self._ctx()):
-            raise ApplicationError(reason, type=ErrorType.REFUSED, non_retryable=True)
-
-    def _take_vote(self, vote: Vote, expected: Decision | None = None) -> str | None:
-        gate = self._s.gates.get(vote.gate)
-        reason = policy.refusal(gate, vote, self._ctx())
-        if expected is not None and vote.decision is not expected:
-            reason = f"the {expected} signal carries a vote to {vote.decision}"
-        if reason or gate is None:
-            reason = reason or f"gate {vote.gate} is not open yet"
-            self._refuse(vote.approver, f"{vote.decision} at {vote.gate}", reason)
-            return reason
-        self._accept(vote)
-        self._s.gates[vote.gate] = updated = policy.record_vote(gate, vote, workflow.now())
-        self._set_awaiting(policy.waiting_for(updated))
-        self._details(details.gate(updated))
-        return None
+    def _remember(self, nonce: str) -> None:
+        self._run.nonces.add(nonce)
 
     @workflow.signal(name=Message.AMEND_PLAN.value)
     async def amend_plan(self, amendment: PlanAmendment) -> None:
