@@ -18,6 +18,8 @@ RELEASE_AWAITING = SearchAttributeKey.for_keyword_list("ReleaseAwaiting")
 RELEASE_OUTCOME = SearchAttributeKey.for_keyword("ReleaseOutcome")
 """How a closed release ended (`completed`, `rolled_back`, ...): Temporal calls them all
 COMPLETED, so this is what "rolled back last week" filters on."""
+RELEASE_TRAIN = SearchAttributeKey.for_keyword("ReleaseTrain")
+"""The train a workflow is (a train) or belongs to (its components' children)."""
 
 ALL_KEYS = (
     RELEASE_SERVICE,
@@ -27,6 +29,7 @@ ALL_KEYS = (
     RELEASE_RISK,
     RELEASE_AWAITING,
     RELEASE_OUTCOME,
+    RELEASE_TRAIN,
 )
 
 

@@ -1,4 +1,5 @@
-"""The relman worker: ReleaseWorkflow and the real activities on one (or two) task queues."""
+"""The relman worker: ReleaseWorkflow, release trains (ReleaseTrain and its ReleaseComponent
+children) and the real activities on one (or two) task queues."""
 
 from __future__ import annotations
 
@@ -94,7 +95,9 @@ def build_workers(
     executor: ThreadPoolExecutor | None = None,
 ) -> list[Worker]:
     """One worker for workflows + activities, plus one for heavy activities when configured."""
+    from relman.workflows.component import ReleaseComponent
     from relman.workflows.release import ReleaseWorkflow
+    from relman.workflows.train import ReleaseTrain
 
     executor = executor or ThreadPoolExecutor(max_workers=16, thread_name_prefix="relman-activity")
     common: dict[str, Any] = {
@@ -109,7 +112,7 @@ def build_workers(
         Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[ReleaseWorkflow],
+            workflows=[ReleaseWorkflow, ReleaseTrain, ReleaseComponent],
             workflow_runner=workflow_runner(),
             **common,
         )

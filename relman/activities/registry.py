@@ -128,6 +128,7 @@ def create_activities(
     evidence = EvidenceActivities(store, signer)
     return [
         requests.validate_request,
+        requests.validate_train,
         build.build_package,
         tests.run_tests,
         envs.deploy,

@@ -8,6 +8,8 @@ from temporalio.exceptions import ApplicationError
 
 from relman.catalog import Catalog, UnknownService
 from relman.contracts import Activity, ErrorType, ReleaseRequest, ServiceProfile
+from relman.contracts.train import TrainRequest
+from relman.contracts.train_run import TrainProfile
 
 log = structlog.get_logger(__name__)
 
@@ -29,3 +31,22 @@ class RequestActivities:
             ) from None
         log.info("request.validated", service=request.service, version=request.version)
         return profile
+
+    @activity.defn(name=Activity.VALIDATE_TRAIN)
+    async def validate_train(self, request: TrainRequest) -> TrainProfile:
+        """Every component's profile and the catalog's relationships between services; an
+        unknown component is `UnknownService`, naming every unknown one."""
+        known = set(self.catalog.services)
+        unknown = [s for s in request.services if s not in known]
+        if unknown:
+            raise ApplicationError(
+                f"unknown component(s) {', '.join(unknown)}; the catalog knows: {', '.join(sorted(known))}",
+                {"unknown": unknown},
+                type=ErrorType.UNKNOWN_SERVICE,
+                non_retryable=True,
+            )
+        log.info("train.validated", train=request.train, components=len(request.components))
+        return TrainProfile(
+            profiles={s: self.catalog.profile(s) for s in request.services},
+            relationships=self.catalog.service_relationships(),
+        )

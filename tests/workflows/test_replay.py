@@ -16,7 +16,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from relman.worker import workflow_runner
+from relman.workflows.component import ReleaseComponent
 from relman.workflows.release import ReleaseWorkflow
+from relman.workflows.train import ReleaseTrain
 
 HISTORIES = sorted((Path(__file__).parent.parent / "histories").glob("*.json"))
 
@@ -31,7 +33,7 @@ async def test_history_replays_deterministically(path: Path) -> None:
     # The release id signed messages are bound to; a replay under another id refuses them.
     history = WorkflowHistory.from_json(data.pop("workflowId", path.stem), data)
     replayer = Replayer(
-        workflows=[ReleaseWorkflow],
+        workflows=[ReleaseWorkflow, ReleaseTrain, ReleaseComponent],
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(strict=True),
     )
