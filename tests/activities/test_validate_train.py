@@ -1,0 +1,40 @@
+"""validate_train: every component's profile and the catalog's relationships, or the unknown named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from relman.activities.requests import RequestActivities
+from relman.contracts import ErrorType
+from relman.contracts.train import TrainComponent, TrainRequest
+
+from .greeter_support import example_catalog
+
+
+def train(*services: str) -> TrainRequest:
+    return TrainRequest(
+        train="t1",
+        components=[TrainComponent(service=s, version="1.1.0", commit="abc1234") for s in services],
+        requested_by="pat",
+        title="t",
+    )
+
+
+async def test_validate_train_returns_profiles_and_relationships(tmp_path: Path) -> None:
+    acts = RequestActivities(example_catalog(tmp_path))
+    found = await ActivityEnvironment().run(acts.validate_train, train("greeter"))
+    assert list(found.profiles) == ["greeter"] and found.profiles["greeter"].trust.quorum == 2
+    assert ("greeter", "runs_on", "local-host") in found.relationships
+
+
+async def test_validate_train_names_every_unknown_component(tmp_path: Path) -> None:
+    acts = RequestActivities(example_catalog(tmp_path))
+    with pytest.raises(ApplicationError) as exc:
+        await ActivityEnvironment().run(acts.validate_train, train("checkout", "greeter", "ledger"))
+    assert exc.value.type == ErrorType.UNKNOWN_SERVICE and exc.value.non_retryable
+    assert exc.value.message.startswith("unknown component(s) checkout, ledger; the catalog knows: ")
+    assert "greeter" in exc.value.message
