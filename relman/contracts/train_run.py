@@ -160,6 +160,8 @@ class ComponentStatus(Model):
     """Exposure or a production deploy may stand (a launch started and was not undone)."""
     needs_operator: bool = False
     issue: str = ""
+    live_at: datetime | None = None
+    backed_out_at: datetime | None = None
 
     def deployed(self, env: Environment) -> DeployRecord | None:
         return next((d for d in reversed(self.deploys) if d.environment is env), None)

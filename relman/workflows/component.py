@@ -17,7 +17,6 @@ LAUNCH undoes its own steps and fails its run with the status in the failure's d
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -27,7 +26,6 @@ with workflow.unsafe.imports_passed_through():
 
     from relman.contracts import Environment, ErrorType, Outcome, Phase, ReleaseStatus
     from relman.contracts.train_run import COMPONENT_WORKFLOW, Backout, ComponentInput, ComponentMode
-    from relman.workflows import policy
     from relman.workflows.release import ReleaseWorkflow, _error_text, _failure_reason, _Run, _Stop
 
 
@@ -128,8 +126,3 @@ class ReleaseComponent(ReleaseWorkflow):
 
     async def _give_back_lease(self) -> None:
         return None
-
-    def _ctx(self) -> policy.Context:
-        # Messages to this child (a marginal vote, an operator action) are signed for its own
-        # workflow id; its activities are keyed by the component's release id.
-        return dataclasses.replace(super()._ctx(), release_id=workflow.info().workflow_id)

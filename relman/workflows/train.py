@@ -32,10 +32,9 @@ with workflow.unsafe.imports_passed_through():
         ActionRecord,
         ActionResult,
         Activity,
-        ChangeRecordInput,
-        CloseChangeInput,
         Environment,
         ErrorType,
+        EvidenceRecord,
         Gate,
         GateState,
         LeaseDecision,
@@ -55,7 +54,14 @@ with workflow.unsafe.imports_passed_through():
         WindowQuery,
         release_id_problem,
     )
-    from relman.contracts.train import TrainRequest
+    from relman.contracts.train import (
+        ComponentEvidence,
+        ComponentRecord,
+        TrainChangeInput,
+        TrainCloseInput,
+        TrainEvidenceInput,
+        TrainRequest,
+    )
     from relman.contracts.train_run import (
         TRAIN_WORKFLOW,
         ComponentInput,
@@ -104,6 +110,9 @@ class ReleaseTrain(VoteHandlers):
         self._running: dict[str, tuple[ComponentMode, workflow.ChildWorkflowHandle[Any, Any]]] = {}
         """The children running now, by service, with their mode."""
         self._steps = 0
+        self._ended: dict[str, list[ReleaseStatus]] = {}
+        """The final status of each component's children, in the order they ran (evidence)."""
+        self._failed_at: datetime | None = None
 
     # --- the process ----------------------------------------------------------
 
@@ -117,6 +126,7 @@ class ReleaseTrain(VoteHandlers):
             await self._gate(Gate.REQUEST, Phase.AWAITING_CAB, request.content_hash())
             self._planning()
             await self._gate(Gate.PLAN, Phase.AWAITING_PLAN_APPROVAL, self._s.plan_hash)
+            await self._record(Activity.UPDATE_TRAIN, "authorized", "authorized")
             await self._take_leases()
             await self._prepare()
             await self._launch()
@@ -183,7 +193,8 @@ class ReleaseTrain(VoteHandlers):
             (policy.risk_for(request.change_type, self._profile(s).criticality) for s in request.services),
             key=list(Risk).index,
         )
-        await self._record_open()
+        await self._record(Activity.OPEN_TRAIN, "open", "requested")
+        self._change_open = True
         if refused := policy.train_request_refusal(request, self._ctx()):
             raise _Stop(Outcome.REJECTED, f"request refused: {refused}")
         if request.proof is not None:
@@ -351,7 +362,7 @@ class ReleaseTrain(VoteHandlers):
             if mode is ComponentMode.PREPARE:
                 component.state = ComponentState.PREPARED
             elif mode is ComponentMode.LAUNCH:
-                component.state = ComponentState.LIVE
+                component.state, component.live_at = ComponentState.LIVE, workflow.now()
             return ""
         status = _child_status(error)
         component.state = ComponentState.FAILED
@@ -369,6 +380,7 @@ class ReleaseTrain(VoteHandlers):
         return f"{service}: {component.issue}"
 
     def _absorb(self, component: ComponentStatus, status: ReleaseStatus) -> None:
+        self._ended.setdefault(component.service, []).append(status)
         if status.package is not None:
             component.package = status.package
         if status.tests is not None:
@@ -382,6 +394,7 @@ class ReleaseTrain(VoteHandlers):
     async def _back_out(self, reason: str) -> None:
         """Cancel what runs, then undo every prepared or launched component in the backout
         order, one after the other, each exactly once; a failing undo flags an operator."""
+        self._failed_at = self._failed_at or workflow.now()
         await self._stop_children()
         for service, (mode, handle) in list(self._running.items()):
             self._settle(service, mode, handle)
@@ -409,6 +422,7 @@ class ReleaseTrain(VoteHandlers):
             self._absorb(component, _adapter(ReleaseStatus).validate_python(handle.result()))
             if not component.needs_operator:
                 component.state, component.staged, component.exposed = ComponentState.BACKED_OUT, False, False
+                component.backed_out_at = workflow.now()
         if self._s.needs_operator:
             self._set_awaiting(["operator"])
             self._details("**operator action required**: " + "; ".join(self._s.issues))
@@ -476,31 +490,23 @@ class ReleaseTrain(VoteHandlers):
             local=True,
         )
 
-    def _change_input(self, step: str, status: str) -> ChangeRecordInput:
-        # TODO(issue 13, CMDB): one change with a row per component; until that activity
-        # exists the train's change is recorded against its first component.
-        first = self._s.request.services[0]
-        profile = self._profile(first)
-        return ChangeRecordInput(
-            release_id=self._s.train_id,
-            step=step,
-            request=self._s.request.component_request(first),
-            risk=self._s.risk or Risk.MEDIUM,
-            ci_name=profile.ci_name,
-            criticality=profile.criticality,
-            status=status,
-            note=f"train {self._s.request.train}: {', '.join(self._s.request.services)}"[:1000],
-        )
-
-    async def _record_open(self) -> None:
+    async def _record(self, name: Activity, step: str, status: str) -> None:
+        """The train's one change in the CMDB, a row per component."""
+        request = self._s.request
         await self._activity(
-            Activity.OPEN_CHANGE,
-            self._change_input("open", "requested"),
+            name,
+            TrainChangeInput(
+                release_id=self._s.train_id,
+                step=step,
+                request=request,
+                risk=self._s.risk or Risk.MEDIUM,
+                status=status,
+                ci_names={s: self._profile(s).ci_name for s in request.services},
+            ),
             None,
-            f"CMDB: change {self._s.train_id} requested",
+            f"CMDB: train {self._s.train_id} {status}",
             retry=RECORD_RETRY,
         )
-        self._change_open = True
 
     async def _close(self, outcome: Outcome, reason: str) -> None:
         """Leases given back, the outcome recorded once for the whole train."""
@@ -510,37 +516,102 @@ class ReleaseTrain(VoteHandlers):
         for gate, status in self._s.gates.items():
             self._s.gates[gate] = policy.withdraw(status, workflow.now())
         if self._change_open:
-            first = self._s.request.services[0]
-            live = self._s.components[first].deployed(Environment.PRODUCTION)
-            deployed = outcome in (Outcome.COMPLETED, Outcome.COMPLETED_WITH_ISSUES)
-            package = self._s.components[first].package
-            change = self._change_input("close", "closed")
+            close_code = policy.close_code(outcome, self._s.needs_operator)
+            production = [c.live_at for c in self._s.components.values() if c.live_at]
             await self._activity(
-                Activity.CLOSE_CHANGE,
-                CloseChangeInput(
+                Activity.CLOSE_TRAIN,
+                TrainCloseInput(
                     release_id=self._s.train_id,
                     step="close",
-                    request=change.request,
-                    risk=change.risk,
+                    request=self._s.request,
+                    risk=self._s.risk or Risk.MEDIUM,
                     outcome=outcome,
-                    close_code=policy.close_code(outcome, self._s.needs_operator),
+                    close_code=close_code,
                     reason=self._s.reason,
-                    ci_name=change.ci_name,
-                    deployed_version=live.version if live and deployed else None,
-                    previous_version=live.previous_version if live else None,
-                    artifact_digest=package.digest if package and deployed else None,
                     approvals=[a for g in self._s.gates.values() for a in g.votes],
+                    components=[self._component_record(c, outcome) for c in self._s.components.values()],
+                    production_at=max(production) if deployed(outcome) and production else None,
+                    failed_at=self._failed_at,
+                    recovered_at=workflow.now() if self._failed_at and not self._s.needs_operator else None,
                 ),
                 None,
-                f"close change {self._s.train_id}: {outcome}",
+                f"close train {self._s.train_id}: {outcome}",
                 retry=RECORD_RETRY,
             )
+            await self._evidence(close_code)
             await self._notify("release.closed", f"{self._s.train_id} closed: {outcome} {reason}".strip(), [])
         self._s.closed_at = workflow.now()
         self._enter(Phase.CLOSED, note=str(outcome))
         if self._s.needs_operator:
             self._set_awaiting(["operator"])
         self._details(f"**closed: {outcome}**" + (f" — {reason}" if reason else ""))
+
+    def _component_record(self, component: ComponentStatus, outcome: Outcome) -> ComponentRecord:
+        request = next(c for c in self._s.request.components if c.service == component.service)
+        production = component.deployed(Environment.PRODUCTION)
+        live = component.state is ComponentState.LIVE
+        ended = {
+            ComponentState.LIVE: Outcome.COMPLETED,
+            ComponentState.BACKED_OUT: Outcome.ABORTED if outcome is Outcome.ABORTED else Outcome.ROLLED_BACK,
+            ComponentState.FAILED: Outcome.ROLLED_BACK,
+        }.get(component.state)
+        return ComponentRecord(
+            service=component.service,
+            version=component.version,
+            commit=request.commit,
+            ci_name=self._profile(component.service).ci_name,
+            previous_version=production.previous_version if production else None,
+            artifact_digest=component.package.digest if component.package else None,
+            deployed=live and deployed(outcome),
+            outcome=ended,
+            production_at=component.live_at,
+            failed_at=self._failed_at if self._seen_by_users(component) else None,
+            recovered_at=component.backed_out_at,
+        )
+
+    def _seen_by_users(self, component: ComponentStatus) -> bool:
+        """Production users saw it (a stage above 0% or its go-live): undoing it is a failed
+        deployment of that service (DORA), as for a release."""
+        statuses = self._ended.get(component.service, [])
+        stages = [stage for status in statuses for stage in status.stages]
+        in_production = component.deployed(Environment.PRODUCTION) is not None
+        return policy.failed_deployment(Outcome.ROLLED_BACK, stages, in_production)
+
+    async def _evidence(self, close_code: Any) -> None:
+        """The train's signed evidence (every component's artifacts, stages and decisions); a
+        failure to write it is flagged, never hidden."""
+        assert self._found is not None
+        components = [
+            ComponentEvidence.from_statuses(service, statuses[0].release_id, *statuses)
+            for service, statuses in self._ended.items()
+            if statuses
+        ]
+        try:
+            await self._activity(
+                Activity.WRITE_TRAIN_EVIDENCE,
+                TrainEvidenceInput(
+                    release_id=self._s.train_id,
+                    step="evidence",
+                    request=self._s.request,
+                    risk=self._s.risk,
+                    outcome=self._s.outcome,
+                    close_code=close_code,
+                    reason=self._s.reason,
+                    plan=self._s.plan.model_dump(mode="json") if self._s.plan else None,
+                    plan_hash=self._s.plan_hash,
+                    gates=list(self._s.gates.values()),
+                    actions=self._s.actions,
+                    issues=self._s.issues,
+                    history=self._s.history,
+                    components=components,
+                ),
+                EvidenceRecord,
+                f"sign the evidence of train {self._s.train_id}",
+                retry=RECORD_RETRY,
+            )
+        except (ActivityError, ApplicationError) as err:
+            self._s.needs_operator = True
+            self._s.issues.append(f"train evidence not written: {_failure_reason(err)}"[:1000])
 
     async def _notify(self, event: str, message: str, recipients: list[str]) -> None:
         self._steps += 1
@@ -725,3 +796,7 @@ def _child_status(error: BaseException) -> ReleaseStatus | None:
             return ReleaseStatus.model_validate(cause.details[0])
         cause = cause.__cause__
     return None
+
+
+def deployed(outcome: Outcome) -> bool:
+    return outcome in (Outcome.COMPLETED, Outcome.COMPLETED_WITH_ISSUES)

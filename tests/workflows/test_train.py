@@ -3,7 +3,6 @@ activities that record which component each call was for."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
 
@@ -42,6 +41,7 @@ from tests.workflows.train_support import (
     start_train,
     train_status,
     train_vote,
+    until_all_closed,
     until_train,
 )
 
@@ -102,9 +102,20 @@ async def test_three_components_prepare_together_then_launch_wave_by_wave(
     launches = [s for s, step in steps if step == "expose-stage-allow-list"]
     assert launches == ["db-migration", "api", "worker"]
     assert not [c for c in fake.log if c[2] in UNDO]
-    # One change record for the train, closed successful; leases given back.
-    assert [c.release_id for c in fake.closes] == [train_id]
-    assert fake.closes[0].close_code is CloseCode.SUCCESSFUL
+    # One change record for the train, closed successful with a row per component; its
+    # evidence lists every component's package; leases given back.
+    assert [(c.step, c.status) for c in fake.changes] == [("open", "requested"), ("authorized", "authorized")]
+    assert [c.release_id for c in fake.train_closes] == [train_id] and fake.closes == []
+    close = fake.train_closes[0]
+    assert close.close_code is CloseCode.SUCCESSFUL and close.production_at is not None
+    assert [(c.service, c.deployed, c.outcome) for c in close.components] == [
+        (s, True, Outcome.COMPLETED) for s in ("db-migration", "api", "worker")
+    ]
+    assert {v.vote.approver for v in close.approvals} == {"alice", "bob", "carol", "dave"}
+    evidence = fake.train_evidence[0]
+    assert [c.service for c in evidence.components] == ["db-migration", "api", "worker"]
+    assert all(c.package and c.release_id == f"{train_id}.{c.service}" for c in evidence.components)
+    assert evidence.plan_hash == done.plan_hash
     assert fake.leases == {}
     # Children say which train they belong to.
     assert described.typed_search_attributes.get(visibility.RELEASE_TRAIN) == train_id
@@ -125,7 +136,14 @@ async def test_a_failure_in_the_last_wave_backs_out_the_launched_in_reverse_once
 
     train_id = handle.id
     assert done.outcome is Outcome.ROLLED_BACK and "worker" in done.reason
-    assert fake.closes[-1].close_code is CloseCode.ROLLED_BACK
+    close = fake.train_closes[-1]
+    assert close.close_code is CloseCode.ROLLED_BACK and close.failed_at and close.recovered_at
+    assert {c.service: (c.deployed, c.outcome) for c in close.components} == {
+        s: (False, Outcome.ROLLED_BACK) for s in ("db-migration", "api", "worker")
+    }
+    # Each was seen by users (a 10% stage at least) before it was undone: a failed deployment
+    # of each service (DORA).
+    assert all(c.failed_at for c in close.components)
     undone = order(fake, train_id, UNDO)
     # The worker's own launch undid its exposure and production; then the train backs out in
     # reverse dependency order: the worker's staging, then api, then db-migration.
@@ -169,7 +187,7 @@ async def test_a_cycle_or_an_unknown_component_is_refused_before_anything_starts
     assert done.outcome is Outcome.REJECTED
     assert reason in done.reason
     assert fake.calls == [("validate_train", "validate")]  # no other activity ran
-    assert fake.log == [] and fake.closes == []
+    assert fake.log == [] and fake.train_closes == []
 
 
 async def test_two_trains_sharing_a_service_take_leases_in_one_order_and_both_finish(
@@ -183,8 +201,10 @@ async def test_two_trains_sharing_a_service_take_leases_in_one_order_and_both_fi
             worker,
             make_train(component("worker", "2.1.0"), component("billing"), component("api", "2.1.0")),
         )
-        await asyncio.gather(approve_train(ts_env, first), approve_train(ts_env, second))
-        done = await asyncio.gather(final(first), final(second))
+        await approve_train(ts_env, first)
+        await approve_train(ts_env, second)
+        await until_all_closed(ts_env, [first, second])
+        done = [await final(first), await final(second)]
 
     assert [d.outcome for d in done] == [Outcome.COMPLETED, Outcome.COMPLETED]
     for handle in (first, second):
@@ -206,7 +226,7 @@ async def test_an_abort_in_wave_two_backs_out_waves_one_and_two(ts_env: Workflow
 
     train_id = handle.id
     assert done.outcome is Outcome.ABORTED and "aborted by oli" in done.reason
-    assert fake.closes[-1].close_code is CloseCode.ABORTED
+    assert fake.train_closes[-1].close_code is CloseCode.ABORTED
     undone = order(fake, train_id, UNDO)
     assert undone == [
         ("worker", "rollback-staging"),  # prepared, never launched
@@ -233,7 +253,7 @@ async def test_an_abort_by_someone_who_is_no_operator_is_refused(ts_env: Workflo
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()
-    assert fake.closes[-1].close_code is CloseCode.ABORTED
+    assert fake.train_closes[-1].close_code is CloseCode.ABORTED
 
 
 async def test_one_cabs_quorum_does_not_approve_a_train_spanning_two(ts_env: WorkflowEnvironment) -> None:
