@@ -78,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from relman.errors import one_line
     from relman.workflows import details, policy
+    from relman.workflows.messages import MAX_REFUSALS as MAX_REFUSALS
     from relman.workflows.messages import VoteHandlers
 
 T = TypeVar("T")

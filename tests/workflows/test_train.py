@@ -25,6 +25,9 @@ from relman.contracts import (
     train_id_for,
 )
 from relman.contracts.train_run import ComponentInput, ComponentMode, ComponentState, TrainStatus
+from relman.identity.evidence import sign_envelope, verify_evidence
+from relman.identity.evidence_train import build_train_statement
+from relman.identity.keys import WORKER, Signer
 from relman.workflows.component import ReleaseComponent
 from relman.workflows.train import ReleaseTrain
 from tests.helpers import new_worker
@@ -116,6 +119,13 @@ async def test_three_components_prepare_together_then_launch_wave_by_wave(
     assert [c.service for c in evidence.components] == ["db-migration", "api", "worker"]
     assert all(c.package and c.release_id == f"{train_id}.{c.service}" for c in evidence.components)
     assert evidence.plan_hash == done.plan_hash
+    # The evidence the train wrote verifies offline against the catalog: its gates by the
+    # union of the components' approvers, one from each CAB; each component as a release's.
+    worker_key = Signer.generate(WORKER)
+    envelope = sign_envelope(build_train_statement(evidence), worker_key)
+    trusts = {s: profile_for(s).trust for s in ("db-migration", "api", "worker")}
+    report = verify_evidence(envelope, trusts, [worker_key.public])
+    assert report.findings == [] and report.ok
     assert fake.leases == {}
     # Children say which train they belong to.
     assert described.typed_search_attributes.get(visibility.RELEASE_TRAIN) == train_id
