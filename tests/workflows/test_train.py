@@ -15,6 +15,7 @@ from relman import visibility
 from relman.contracts import (
     CloseCode,
     Component,
+    Decision,
     ErrorType,
     Gate,
     GateState,
@@ -22,6 +23,7 @@ from relman.contracts import (
     Phase,
     ReleasePlan,
     Risk,
+    Vote,
     train_id_for,
 )
 from relman.contracts.train_run import ComponentInput, ComponentMode, ComponentState, TrainStatus
@@ -30,6 +32,7 @@ from relman.identity.evidence_train import build_train_statement
 from relman.identity.keys import WORKER, Signer
 from relman.workflows.component import ReleaseComponent
 from relman.workflows.train import ReleaseTrain
+from tests import people
 from tests.helpers import new_worker
 from tests.workflows.test_release import record_history
 from tests.workflows.train_support import (
@@ -308,3 +311,68 @@ async def test_a_component_started_by_a_client_is_refused(ts_env: WorkflowEnviro
         "start the train instead"
     )
     assert fake.calls == [] and fake.log == []
+
+
+async def test_a_failed_preparation_backs_out_every_staging_deploy_once(ts_env: WorkflowEnvironment) -> None:
+    fake = TrainFakes(fail={("api", "tests")})
+    async with new_worker(ts_env.client, *WORKFLOWS, activities=fake.all()) as worker:
+        handle = await start_train(ts_env, worker, make_train())
+        await approve_train(ts_env, handle)
+        done = await final(handle)
+
+    train_id = handle.id
+    assert done.outcome is Outcome.ROLLED_BACK and done.reason.startswith("api: prepare rolled_back")
+    assert order(fake, train_id, ("deploy-production", "exposure-off")) == []  # nothing launched
+    undone = order(fake, train_id, UNDO)
+    # api undid its own staging deploy; the train backs out the others' (prepared, or cut short
+    # and undone through their deploy's record), each once, in backout order.
+    assert undone[0] == ("api", "rollback-staging")
+    assert sorted(undone[1:]) == [("db-migration", "rollback-staging"), ("worker", "rollback-staging")]
+    assert [s for s, _ in undone[1:]] == [
+        s for s in ("worker", "db-migration") if (s, "rollback-staging") in undone
+    ]
+    assert done.components["api"].state is ComponentState.FAILED
+    assert fake.train_closes[-1].close_code is CloseCode.ROLLED_BACK
+
+
+async def test_a_cancelled_train_backs_out_what_it_launched(ts_env: WorkflowEnvironment) -> None:
+    fake = TrainFakes()
+    async with new_worker(ts_env.client, *WORKFLOWS, activities=fake.all()) as worker:
+        handle = await start_train(ts_env, worker, make_train())
+        await approve_train(ts_env, handle)
+        await until_train(ts_env, handle, lambda s: s.components["api"].state is ComponentState.LAUNCHED)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        done = await train_status(handle)
+
+    train_id = handle.id
+    assert done.outcome is Outcome.ABORTED and done.reason == "train cancelled"
+    assert [s for s, _ in order(fake, train_id, UNDO)] == ["worker"] + ["api"] * 3 + ["db-migration"] * 3
+    assert fake.train_closes[-1].close_code is CloseCode.ABORTED and fake.leases == {}
+
+
+async def test_a_marginal_stage_is_decided_on_the_components_child(ts_env: WorkflowEnvironment) -> None:
+    fake = TrainFakes(marginal={("api", "health-ten-0")})
+    async with new_worker(ts_env.client, *WORKFLOWS, activities=fake.all()) as worker:
+        handle = await start_train(ts_env, worker, make_train())
+        await approve_train(ts_env, handle)
+        child = ts_env.client.get_workflow_handle(f"{handle.id}.api.launch")
+        await until_train(ts_env, handle, lambda s: s.components["api"].state is ComponentState.LAUNCHED)
+        for _ in range(100):
+            gate = (await child.query(ReleaseComponent.status)).gates.get(Gate.MARGINAL)
+            if gate is not None and gate.state is GateState.OPEN:
+                break
+            await ts_env.sleep(5)
+        assert gate is not None and gate.eligible == ["alice", "bob", "erin"]
+        ballot = Vote(
+            gate=Gate.MARGINAL, approver="bob", decision=Decision.APPROVE, approved_hash=gate.subject_hash
+        )
+        # Signed for the component's release id, as the train's evidence verifies it.
+        await child.execute_update(ReleaseComponent.decide, await people.sign(ballot, f"{handle.id}.api"))
+        done = await final(handle)
+
+    assert done.outcome is Outcome.COMPLETED, done.reason
+    evidence = fake.train_evidence[-1]
+    api = next(c for c in evidence.components if c.service == "api")
+    assert [a.vote.approver for stage in api.stages for a in stage.decisions] == ["bob"]

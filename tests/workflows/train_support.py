@@ -4,6 +4,7 @@ component each call is for (`<train id>.<service>` release ids)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,8 @@ from relman.contracts import (
     Gate,
     GateState,
     GateTimeouts,
+    HealthInput,
+    HealthReport,
     LeaseDecision,
     LeaseInput,
     OperatorAction,
@@ -31,6 +34,7 @@ from relman.contracts import (
     RolloutStage,
     ServiceProfile,
     StepInput,
+    Verdict,
     Vote,
     train_id_for,
 )
@@ -75,7 +79,11 @@ def profile_for(service: str) -> ServiceProfile:
 class TrainFakes(FakeActivities):
     """FakeActivities plus validate_train; `fail` injects a failure at (service, step)."""
 
+    profile: Callable[[str], ServiceProfile] = profile_for
+    """The catalog a child re-reads at its marginal gate: this file's, as validate_train's."""
     fail: set[tuple[str, str]] = field(default_factory=set)
+    marginal: set[tuple[str, str]] = field(default_factory=set)
+    """(service, health step) whose health is marginal (a human decides on the child)."""
     log: list[tuple[str, str, str]] = field(default_factory=list)
     """(activity, component release id or train id, step), in the order they ran."""
     lease_log: list[tuple[str, str]] = field(default_factory=list)
@@ -106,6 +114,13 @@ class TrainFakes(FakeActivities):
         return TrainProfile(
             profiles={s: profile_for(s) for s in request.services}, relationships=RELATIONSHIPS
         )
+
+    @activity.defn(name=Activity.CHECK_HEALTH)
+    async def check_health(self, inp: HealthInput) -> HealthReport:
+        report = await super().check_health(inp)
+        if (inp.release_id.rsplit(".", 1)[-1], inp.step) in self.marginal:
+            return report.model_copy(update={"verdict": Verdict.MARGINAL, "detail": "marginal"})
+        return report
 
     @activity.defn(name=Activity.ACQUIRE_LEASE)
     async def acquire_lease(self, inp: LeaseInput) -> LeaseDecision:
