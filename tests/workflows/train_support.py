@@ -210,14 +210,16 @@ async def until_train(
 async def until_all_closed(
     env: WorkflowEnvironment, handles: list[WorkflowHandle[Any, Any]], attempts: int = 1000
 ) -> list[TrainStatus]:
-    """Several trains run to their end in steps of 5 s. Awaiting their results instead lets the
-    server skip to the next timer, and a train waiting for a lease (15 s to 5 min between
-    checks) then times out the other's workflow tasks each time it wakes."""
+    """Several trains run to their end in steps of 9 s (under the workflow task timeout).
+
+    Awaiting their results instead lets the server skip to the next timer, and a train waiting
+    for a lease (15 s to 5 min between checks) then times out the other's workflow tasks each
+    time it wakes."""
     for _ in range(attempts):
         statuses = [await train_status(h) for h in handles]
         if all(s.phase is Phase.CLOSED for s in statuses):
             return statuses
-        await env.sleep(timedelta(seconds=5))
+        await env.sleep(timedelta(seconds=9))
     raise AssertionError(f"not all closed: {[(s.train_id, s.phase, s.awaiting) for s in statuses]}")
 
 
