@@ -149,6 +149,8 @@ async def test_a_failure_in_the_last_wave_backs_out_the_launched_in_reverse_once
 
     train_id = handle.id
     assert done.outcome is Outcome.ROLLED_BACK and "worker" in done.reason
+    with pytest.raises(WorkflowFailureError):  # a failed change fails its run, as a release's
+        await handle.result()
     close = fake.train_closes[-1]
     assert close.close_code is CloseCode.ROLLED_BACK and close.failed_at and close.recovered_at
     assert {c.service: (c.deployed, c.outcome) for c in close.components} == {
