@@ -202,6 +202,8 @@ class ReleaseTrain(VoteHandlers):
 
     async def _gate(self, gate: Gate, phase: Phase, subject_hash: str) -> None:
         request = self._s.request
+        if gate is not Gate.REQUEST:
+            await self._refresh_trust()
         profiles = {s: self._profile(s) for s in request.services}
         status = policy.train_gate(
             gate, request.change_type, profiles, subject_hash, workflow.now(), request.requested_by
@@ -229,6 +231,28 @@ class ReleaseTrain(VoteHandlers):
                 f"{a.vote.approver}: {a.vote.comment}" for a in final.votes if a.vote.decision == "reject"
             )
             raise _Stop(Outcome.REJECTED, f"gate {gate} rejected ({who})")
+
+    async def _refresh_trust(self) -> None:
+        """Each gate after the request's reads the catalog's keys and roles again, as a
+        release's does: a key or a member removed stops counting from the next gate."""
+        assert self._found is not None
+        try:
+            fresh: TrainProfile = await self._activity(
+                Activity.VALIDATE_TRAIN,
+                self._s.request,
+                TrainProfile,
+                f"catalog trust of train {self._s.request.train}",
+                local=True,
+            )
+        except (ActivityError, ApplicationError) as err:
+            workflow.logger.warning("catalog not re-read, keeping the trust it gave: %s", err)
+            return
+        profiles = {
+            s: p.model_copy(update={"trust": fresh.profiles[s].trust}) if s in fresh.profiles else p
+            for s, p in self._found.profiles.items()
+        }
+        self._found = self._found.model_copy(update={"profiles": profiles})
+        self._trust = policy.merged_trust(p.trust for p in profiles.values())
 
     def _planning(self) -> None:
         self._enter(Phase.PLANNING)

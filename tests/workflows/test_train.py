@@ -7,7 +7,7 @@ import uuid
 from collections import Counter
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -378,3 +378,22 @@ async def test_a_marginal_stage_is_decided_on_the_components_child(ts_env: Workf
     evidence = fake.train_evidence[-1]
     api = next(c for c in evidence.components if c.service == "api")
     assert [a.vote.approver for stage in api.stages for a in stage.decisions] == ["bob"]
+
+
+async def test_a_member_removed_from_the_catalog_stops_counting_at_the_plan_gate(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    fake = TrainFakes(revoked={"carol"})
+    async with new_worker(ts_env.client, *WORKFLOWS, activities=fake.all()) as worker:
+        handle = await start_train(ts_env, worker, make_train())
+        await until_train(ts_env, handle, gate_open(Gate.REQUEST))
+        await train_vote(handle, Gate.REQUEST, "alice")
+        await train_vote(handle, Gate.REQUEST, "carol")
+        current = await until_train(ts_env, handle, gate_open(Gate.PLAN))
+        assert current.gates[Gate.PLAN].groups["db-migration"] == ["dave"]
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await train_vote(handle, Gate.PLAN, "carol")
+        assert "carol is not a member of the approvers for gate plan" in str(refused.value.cause)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()

@@ -83,6 +83,8 @@ class TrainFakes(FakeActivities):
     """The catalog a child re-reads at its marginal gate: this file's, as validate_train's."""
     fail: set[tuple[str, str]] = field(default_factory=set)
     marginal: set[tuple[str, str]] = field(default_factory=set)
+    revoked: set[str] = field(default_factory=set)
+    """People removed from every CAB after the catalog's first read (the request gate's)."""
     """(service, health step) whose health is marginal (a human decides on the child)."""
     log: list[tuple[str, str, str]] = field(default_factory=list)
     """(activity, component release id or train id, step), in the order they ran."""
@@ -111,9 +113,15 @@ class TrainFakes(FakeActivities):
                 type=ErrorType.UNKNOWN_SERVICE,
                 non_retryable=True,
             )
-        return TrainProfile(
-            profiles={s: profile_for(s) for s in request.services}, relationships=RELATIONSHIPS
-        )
+        profiles = {s: profile_for(s) for s in request.services}
+        if self.revoked and any(name == Activity.VALIDATE_TRAIN.value for name, _ in self.calls[:-1]):
+            # A later read of the catalog: the revoked people are no longer on any CAB.
+            for service, profile in profiles.items():
+                roles = {**profile.trust.roles}
+                roles[Role.CAB] = [m for m in roles[Role.CAB] if m not in self.revoked]
+                trust = profile.trust.model_copy(update={"roles": roles})
+                profiles[service] = profile.model_copy(update={"trust": trust})
+        return TrainProfile(profiles=profiles, relationships=RELATIONSHIPS)
 
     @activity.defn(name=Activity.CHECK_HEALTH)
     async def check_health(self, inp: HealthInput) -> HealthReport:
