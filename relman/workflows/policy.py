@@ -86,6 +86,9 @@ class Context:
     trust: Trust
     now: datetime
     seen_nonces: frozenset[str] = frozenset()
+    services: tuple[str, ...] = ()
+    """A train's components: a delegation covering one of them counts on the train (as the
+    train evidence verifies it); empty for a release, whose `service` a delegation covers."""
 
     def proof_problem(self, message: Signable, actor: str, max_age: timedelta = SIGNATURE_SKEW) -> str | None:
         return identity.proof_problem(
@@ -325,8 +328,10 @@ def delegation_problem(vote: Vote, ctx: Context) -> str | None:
             f"the delegation is from {d.delegator} to {d.delegate}, "
             f"not from {vote.on_behalf_of} to {vote.approver}"
         )
-    if ctx.service not in d.services:
-        return f"{d.delegator}'s delegation does not cover service {ctx.service}"
+    if not set(ctx.services or (ctx.service,)) & set(d.services):
+        return (
+            f"{d.delegator}'s delegation does not cover service {', '.join(ctx.services or (ctx.service,))}"
+        )
     if vote.gate not in d.gates:
         return f"{d.delegator}'s delegation does not cover gate {vote.gate}"
     if ctx.now > d.not_after:

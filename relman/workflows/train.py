@@ -757,6 +757,7 @@ class ReleaseTrain(VoteHandlers):
             trust=self._trust or Trust(),
             now=workflow.now(),
             seen_nonces=frozenset(self._nonces),
+            services=tuple(request.services),
         )
 
     def _ready(self) -> bool:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import dataclasses
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from relman.contracts import (
     ChangeType,
+    Decision,
+    Delegation,
     DeployRecord,
     Environment,
     Gate,
@@ -193,3 +196,48 @@ def test_a_failed_launch_that_undid_itself_backs_out_staging_only() -> None:
 )
 def test_nothing_is_backed_out_twice(status: ComponentStatus) -> None:
     assert backout_for(status) is None
+
+
+def test_a_delegation_counts_on_a_train_when_it_covers_one_of_its_components() -> None:
+    gate = policy.train_gate(Gate.REQUEST, ChangeType.NORMAL, PROFILES, HASH, NOW, "rita")
+    trust = policy.merged_trust(p.trust for p in PROFILES.values())
+    ctx = policy.Context(
+        release_id=TRAIN,
+        service="train checkout",
+        requested_by="rita",
+        trust=trust,
+        now=NOW,
+        services=("db-migration", "api", "worker"),
+    )
+
+    def delegated_vote(services: list[str]) -> Vote:
+        delegation = people.signed(
+            Delegation(
+                delegator="carol",
+                delegate="zoe",
+                services=services,
+                gates=[Gate.REQUEST],
+                not_after=NOW + timedelta(days=1),
+            ),
+            "*",
+            at=NOW,
+        )
+        vote = Vote(
+            gate=Gate.REQUEST,
+            approver="zoe",
+            decision=Decision.APPROVE,
+            approved_hash=HASH,
+            on_behalf_of="carol",
+            delegation=delegation,
+        )
+        return people.signed(vote, TRAIN, at=NOW)
+
+    assert policy.refusal(gate, delegated_vote(["db-migration"]), ctx) is None
+    assert policy.refusal(gate, delegated_vote(["billing"]), ctx) == (
+        "carol's delegation does not cover service db-migration, api, worker"
+    )
+    # A release's context still asks for its one service.
+    release_ctx = dataclasses.replace(ctx, services=(), service="checkout")
+    assert "does not cover service checkout" in str(
+        policy.refusal(gate, delegated_vote(["billing"]), release_ctx)
+    )
