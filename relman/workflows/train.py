@@ -22,7 +22,7 @@ from temporalio.common import (
     SearchAttributeUpdate,
     TypedSearchAttributes,
 )
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     import pydantic
@@ -387,6 +387,9 @@ class ReleaseTrain(VoteHandlers):
                 component.state = ComponentState.PREPARED
             elif mode is ComponentMode.LAUNCH:
                 component.state, component.live_at = ComponentState.LIVE, workflow.now()
+            return ""
+        if _cancelled(error):
+            component.issue = f"{mode} cancelled"
             return ""
         status = _child_status(error)
         component.state = ComponentState.FAILED
@@ -811,6 +814,16 @@ class ReleaseTrain(VoteHandlers):
 
 def _failed(handle: workflow.ChildWorkflowHandle[Any, Any]) -> bool:
     return handle.done() and not handle.cancelled() and handle.exception() is not None
+
+
+def _cancelled(error: BaseException) -> bool:
+    """A child that ended cancelled (by its train): what it did is unknown."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, CancelledError):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _child_status(error: BaseException) -> ReleaseStatus | None:

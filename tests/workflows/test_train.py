@@ -48,6 +48,7 @@ from tests.workflows.train_support import (
     train_status,
     train_vote,
     until_all_closed,
+    until_baking,
     until_train,
 )
 
@@ -235,7 +236,7 @@ async def test_an_abort_in_wave_two_backs_out_waves_one_and_two(ts_env: Workflow
     async with new_worker(ts_env.client, *WORKFLOWS, activities=fake.all()) as worker:
         handle = await start_train(ts_env, worker, make_train())
         await approve_train(ts_env, handle)
-        await until_train(ts_env, handle, lambda s: s.components["api"].state is ComponentState.LAUNCHED)
+        await until_baking(ts_env, handle, fake, "api")
         await handle.signal(ReleaseTrain.abort, await abort_action(handle))
         done = await final(handle)
 
@@ -255,6 +256,8 @@ async def test_an_abort_in_wave_two_backs_out_waves_one_and_two(ts_env: Workflow
     # The cancelled api launch never reached production; its rollback finds no deploy record.
     assert ("api", "deploy-production") not in order(fake, train_id, ("deploy-production",))
     assert done.components["worker"].children == [f"{train_id}.worker.prepare", f"{train_id}.worker.backout"]
+    assert done.components["api"].issue == "launch cancelled"
+    assert {c.state for c in done.components.values()} == {ComponentState.BACKED_OUT}
 
 
 async def test_an_abort_by_someone_who_is_no_operator_is_refused(ts_env: WorkflowEnvironment) -> None:
@@ -342,7 +345,7 @@ async def test_a_cancelled_train_backs_out_what_it_launched(ts_env: WorkflowEnvi
     async with new_worker(ts_env.client, *WORKFLOWS, activities=fake.all()) as worker:
         handle = await start_train(ts_env, worker, make_train())
         await approve_train(ts_env, handle)
-        await until_train(ts_env, handle, lambda s: s.components["api"].state is ComponentState.LAUNCHED)
+        await until_baking(ts_env, handle, fake, "api")
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()

@@ -231,6 +231,20 @@ async def until_all_closed(
     raise AssertionError(f"not all closed: {[(s.train_id, s.phase, s.awaiting) for s in statuses]}")
 
 
+async def until_baking(
+    env: WorkflowEnvironment, handle: WorkflowHandle[Any, Any], fake: TrainFakes, service: str
+) -> None:
+    """Until the component's launch bakes its first stage (its exposure done, its timer on).
+
+    Tests cancel a launch there, not while its child waits for an activity: the test server
+    refuses the cancellation of an activity it scheduled but no worker started yet
+    (ACTIVITY_UNKNOWN) and the child's workflow task then never completes.
+    """
+    exposed = (Activity.SET_EXPOSURE.value, f"{handle.id}.{service}", "expose-stage-allow-list")
+    await until_train(env, handle, lambda _: exposed in fake.log)
+    await env.sleep(timedelta(seconds=5))
+
+
 def gate_open(gate: Gate) -> Any:
     return lambda s: gate in s.gates and s.gates[gate].state is GateState.OPEN
 
