@@ -69,8 +69,10 @@ from relman.contracts import (
     Vote,
     release_id_for,
     release_id_problem,
+    train_id_for,
 )
 from relman.contracts.train import TrainRequest
+from relman.contracts.train_run import TRAIN_WORKFLOW, TrainStatus
 from relman.errors import ConfigError, NotFoundError, RefusedError, RelmanError, one_line
 from relman.identity.keys import Signer
 from relman.identity.roles import change_model_problem
@@ -85,6 +87,7 @@ from relman.visibility import (
     RELEASE_PHASE,
     RELEASE_RISK,
     RELEASE_SERVICE,
+    RELEASE_TRAIN,
     RELEASE_VERSION,
 )
 
@@ -412,6 +415,66 @@ class ReleaseClient:
             raise self._rpc_error(exc, release_id) from None
         return release_id
 
+    async def start_train(self, request: TrainRequest, train_id: str | None = None) -> str:
+        """Start a release train (several components released as one); returns its id.
+
+        Refused before anything reaches Temporal like a release: an invalid contract, an id
+        the activities would refuse, and a train the catalog cannot order (an unknown
+        component, a dependency cycle: `train_problem`). The worker checks all of it again.
+        """
+        try:
+            request = TrainRequest.model_validate(request.model_dump(mode="python"))
+        except ValidationError as exc:
+            raise RelmanError(f"invalid train request: {one_line(exc)}") from None
+        train_id = train_id or train_id_for(request.train)
+        if problem := release_id_problem(train_id):
+            raise RelmanError(problem)
+        self._check_train(request)
+        request = self._sealed(request, train_id, request.requested_by)
+        services = ", ".join(f"{c.service} {c.version}" for c in request.components)
+        try:
+            await self.client.start_workflow(
+                TRAIN_WORKFLOW,
+                request,
+                id=train_id,
+                task_queue=self.task_queue,
+                result_type=TrainStatus,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(RELEASE_TRAIN, train_id),
+                        SearchAttributePair(RELEASE_CHANGE_TYPE, request.change_type.value),
+                        SearchAttributePair(RELEASE_PHASE, Phase.REQUESTED.value),
+                    ]
+                ),
+                static_summary=f"train {request.train}: {services}"[:400],
+                static_details=f"requested by {request.requested_by}: {request.title}",
+            )
+        except WorkflowAlreadyStartedError:
+            raise RefusedError(f"train {train_id} was already started; a train runs once") from None
+        except RPCError as exc:
+            raise self._rpc_error(exc, train_id) from None
+        return train_id
+
+    async def is_train(self, workflow_id: str) -> bool:
+        """Whether `workflow_id` runs a release train (its workflow type says, not its name)."""
+        try:
+            desc = await self.client.get_workflow_handle(workflow_id).describe(rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as exc:
+            raise self._rpc_error(exc, workflow_id) from None
+        return desc.workflow_type == TRAIN_WORKFLOW
+
+    async def train_status(self, train_id: str) -> TrainStatus:
+        """The typed state of a train: its `status` query, or its result once it has closed."""
+        handle = self.client.get_workflow_handle(train_id, result_type=TrainStatus)
+        try:
+            return await handle.query(
+                Message.STATUS.value, result_type=TrainStatus, rpc_timeout=QUERY_TIMEOUT
+            )
+        except RPCError as exc:
+            raise self._rpc_error(exc, train_id) from None
+
     async def _check_not_running(self, request: ReleaseRequest, release_id: str) -> None:
         """RefusedError when another release of this service and version runs on this task queue.
 
@@ -682,8 +745,11 @@ class ReleaseClient:
                 )
             await asyncio.sleep(interval)
 
-    async def _live_status(self, release_id: str) -> ReleaseStatus:
-        """The workflow's own status, for what needs its gates or plan; RelmanError without a worker."""
+    async def _live_status(self, release_id: str) -> ReleaseStatus | TrainStatus:
+        """The workflow's own status, for what needs its gates or plan; RelmanError without a worker.
+        A train's (its votes go through the same `decide` update) when the id is a train's."""
+        if await self.is_train(release_id):
+            return await self.train_status(release_id)
         status = await self.status(release_id)
         if status.source is not StatusSource.WORKFLOW:
             raise RelmanError(f"{release_id}: {_records_note(status)}; is `relman worker` running?")
@@ -855,7 +921,7 @@ class ReleaseClient:
         )
         return await self.decide(release_id, vote)
 
-    async def _gate_ready(self, release_id: str, gate: Gate | None) -> ReleaseStatus:
+    async def _gate_ready(self, release_id: str, gate: Gate | None) -> ReleaseStatus | TrainStatus:
         """Status once the wanted (or any) gate is there; waits out the brief phases before a gate."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GATE_WAIT
@@ -892,6 +958,8 @@ class ReleaseClient:
         """
         if window is None or step is None:
             status = await self._live_status(release_id)
+            if isinstance(status, TrainStatus):
+                raise RefusedError(f"{release_id} is a train: name the window and the step to let through")
             waiting = next((w for w in reversed(status.window_waits) if w.until is None), None)
             if waiting is None:
                 raise RefusedError(f"{release_id} is not waiting for a deployment window")
@@ -956,7 +1024,7 @@ class ReleaseClient:
         return RelmanError(f"{release_id}: {exc.message}")
 
 
-def _open_gate(status: ReleaseStatus) -> Gate | None:
+def _open_gate(status: ReleaseStatus | TrainStatus) -> Gate | None:
     for gate in GATE_ORDER:
         g = status.gates.get(gate)
         if g is not None and g.state == GateState.OPEN:

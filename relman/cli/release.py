@@ -34,13 +34,14 @@ from relman.cli.render import (
     print_status,
     vote_line,
 )
+from relman.cli.train_render import print_train_status
 from relman.client import (
     GATE_ORDER,
     GATE_WAIT,
     TRANSIENT,
     ReleaseClient,
     build,
-    load_manifest,
+    load_any_manifest,
     load_plan,
     one_line,
 )
@@ -63,6 +64,7 @@ from relman.contracts import (
     ReleaseStatus,
     UserName,
 )
+from relman.contracts.train import TrainRequest
 from relman.errors import RefusedError, RelmanError
 from relman.identity.keys import Signer
 from relman.identity.signing import seal
@@ -100,11 +102,22 @@ def start(
         bool, typer.Option("--follow", "-f", help="Then print phase changes until it ends.")
     ] = False,
 ) -> None:
-    """Start a release from a manifest; prints its id. The same release is never started twice."""
+    """Start a release, or a train (a manifest listing `components:`), from a manifest; prints
+    its id. The same release or train is never started twice."""
     try:
-        request = load_manifest(manifest)
+        request = load_any_manifest(manifest)
     except RelmanError as exc:
         raise fail(str(exc)) from None
+    if isinstance(request, TrainRequest):
+        train = request
+        tid = with_client(lambda c: c.start_train(train, release_id))
+        if as_json:
+            echo_json({"train_id": tid, "components": {c.service: c.version for c in train.components}})
+        else:
+            typer.echo(tid)
+        if follow:
+            typer.echo(f"follow it with `relman status {tid}`; --follow of a train is not supported yet")
+        return
     rid = with_client(lambda c: c.start(request, release_id))
     if as_json:
         echo_json({"release_id": rid, "service": request.service, "version": request.version})
@@ -336,7 +349,16 @@ def status(
         bool, typer.Option("--follow", "-f", help="Print phase changes until it ends.")
     ] = False,
 ) -> None:
-    """Phase, outcome, plan, gates with signed votes, stages with health, windows, refusals, timeline."""
+    """Phase, outcome, plan, gates with signed votes, stages with health, windows, refusals, timeline.
+
+    For a train: its gates and its components by wave, each with its child workflows."""
+    if with_client(lambda c: c.is_train(release_id)):
+        train = with_client(lambda c: c.train_status(release_id))
+        if as_json:
+            echo_json(train)
+        else:
+            print_train_status(train)
+        return
     if follow:
         with_client(lambda c: follow_printed(c, release_id))
     if as_json:
