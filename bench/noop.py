@@ -51,6 +51,8 @@ from relman.contracts import (
     WindowDecision,
     WindowQuery,
 )
+from relman.contracts.train import TrainChangeInput, TrainCloseInput, TrainEvidenceInput, TrainRequest
+from relman.contracts.train_run import TrainProfile
 from relman.identity.keys import WORKER, Signer, ensure_keys
 
 CATALOG = Path(__file__).resolve().parent.parent / "examples" / "catalog.yaml"
@@ -73,19 +75,61 @@ def bench_profile(data_dir: str | Path) -> ServiceProfile:
     return profile.model_copy(update={"stages": stages, "review_period": timedelta(0)})
 
 
+def bench_services(profile: ServiceProfile, n: int) -> dict[str, ServiceProfile]:
+    """`n` services (`comp-01`, ...) with the greeter's profile: a train's components, or as many
+    independent releases."""
+    names = [f"comp-{i:02d}" for i in range(1, n + 1)]
+    return {name: profile.model_copy(update={"service": name, "ci_name": name}) for name in names}
+
+
 class NoopActivities:
     """Every relman activity, registered under its `Activity` name, doing nothing."""
 
-    def __init__(self, profile: ServiceProfile) -> None:
+    def __init__(
+        self, profile: ServiceProfile, others: dict[str, ServiceProfile] | None = None, wave: int = 5
+    ) -> None:
         self.profile = profile
+        self.profiles = {profile.service: profile, **(others or {})}
+        self.wave = wave
+        """Train components go in waves of this many: each depends on the one `wave` before it."""
 
     @activity.defn(name=Activity.VALIDATE_REQUEST)
     async def validate_request(self, request: ReleaseRequest) -> ServiceProfile:
-        if request.service != self.profile.service:
+        if request.service not in self.profiles:
             raise ApplicationError(
                 f"unknown service {request.service!r}", type=ErrorType.UNKNOWN_SERVICE, non_retryable=True
             )
-        return self.profile
+        return self.profiles[request.service]
+
+    @activity.defn(name=Activity.VALIDATE_TRAIN)
+    async def validate_train(self, request: TrainRequest) -> TrainProfile:
+        services = request.services
+        unknown = [s for s in services if s not in self.profiles]
+        if unknown:
+            raise ApplicationError(
+                f"unknown component(s) {', '.join(unknown)}",
+                type=ErrorType.UNKNOWN_SERVICE,
+                non_retryable=True,
+            )
+        chain = [(s, "depends_on", services[i - self.wave]) for i, s in enumerate(services) if i >= self.wave]
+        return TrainProfile(profiles={s: self.profiles[s] for s in services}, relationships=chain)
+
+    @activity.defn(name=Activity.OPEN_TRAIN)
+    async def open_train(self, inp: TrainChangeInput) -> None:
+        return None
+
+    @activity.defn(name=Activity.UPDATE_TRAIN)
+    async def update_train(self, inp: TrainChangeInput) -> None:
+        return None
+
+    @activity.defn(name=Activity.CLOSE_TRAIN)
+    async def close_train(self, inp: TrainCloseInput) -> None:
+        return None
+
+    @activity.defn(name=Activity.WRITE_TRAIN_EVIDENCE)
+    async def write_train_evidence(self, inp: TrainEvidenceInput) -> EvidenceRecord:
+        digest = hashlib.sha256(inp.release_id.encode()).hexdigest()
+        return EvidenceRecord(envelope_sha256=digest, key_id=digest[:16])
 
     @activity.defn(name=Activity.OPEN_CHANGE)
     async def open_change(self, inp: ChangeRecordInput) -> None:
@@ -163,6 +207,11 @@ class NoopActivities:
         """Every activity; fails loudly when relman gains an activity this module lacks."""
         found: list[Callable[..., Any]] = [
             self.validate_request,
+            self.validate_train,
+            self.open_train,
+            self.update_train,
+            self.close_train,
+            self.write_train_evidence,
             self.acquire_lease,
             self.release_lease,
             self.open_change,
