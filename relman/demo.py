@@ -2,7 +2,9 @@
 
 greeter 1.1.0 goes through every phase (CAB quorum, plan approval, build, tests, dark
 launch, go-live, review with feedback, close); then greeter 1.3.0 passes its tests but
-fails health in the dark launch and rolls back to 1.1.0. Every phase change is printed as it
+fails health in the dark launch and rolls back to 1.1.0; then a release train of three
+components (greeter-db, greeter, greeter-worker 2.0.0) is approved once and delivered in
+dependency waves. Every phase change is printed as it
 happens, and a step that runs for more than two seconds is printed while it runs.
 
 Every message is signed: the demo makes a key for each person the example catalog declares
@@ -43,6 +45,8 @@ from relman.contracts import (
     Vote,
 )
 from relman.demo_traffic import start_traffic
+from relman.demo_train import drive_train
+from relman.demo_train import expected as train_expected
 from relman.devserver import DevServer, free_port, port_free
 from relman.errors import RelmanError
 from relman.identity.keys import WORKER, Signer, ensure_keys
@@ -281,8 +285,12 @@ async def _run(
             r.release_id = await rc.start(request)
             emit(f"[{r.label}] started {r.release_id}: {request.title}")
             results.append(await drive(rc, r, emit))
-        ok = True
+        # Then three components as one train: one approval, delivered in dependency waves.
+        train = await drive_train(rc, EXAMPLES / "releases" / "train-greeter-2.0.yaml", emit)
+        ok = train_expected(train)
         emit("")
+        mark = "as expected" if ok else "UNEXPECTED (wanted completed)"
+        emit(f"{train.train_id}: {train.outcome.value if train.outcome else '-'} — {mark}")
         for r, st in zip(releases, results, strict=True):
             good = st.outcome in r.expected
             ok = ok and good
