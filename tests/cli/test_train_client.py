@@ -1,0 +1,75 @@
+"""A train through ReleaseClient on the time-skipping server (test activities): started once,
+refused before it starts when the catalog cannot order it, voted on through the same `decide`
+as a release, and shown by wave as `relman status` prints it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from relman.cli.train_render import format_train_status
+from relman.client import ReleaseClient
+from relman.contracts import Gate, GateState, Outcome
+from relman.contracts.train_run import TrainStatus
+from relman.errors import RefusedError
+from relman.workflows.component import ReleaseComponent
+from relman.workflows.train import ReleaseTrain
+from tests import people
+from tests.helpers import new_worker
+from tests.workflows.train_support import (
+    TrainFakes,
+    component,
+    gate_open,
+    make_train,
+    until_all_closed,
+    until_train,
+)
+
+EXAMPLE_CATALOG = Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml"
+
+
+def client_for(env: WorkflowEnvironment, task_queue: str, catalog: Path | None = None) -> ReleaseClient:
+    return ReleaseClient(env.client, task_queue, catalog, signer=people.PEOPLE.__getitem__)
+
+
+async def test_a_train_started_voted_and_shown_through_the_client(ts_env: WorkflowEnvironment) -> None:
+    fake = TrainFakes()
+    async with new_worker(ts_env.client, ReleaseTrain, ReleaseComponent, activities=fake.all()) as worker:
+        client = client_for(ts_env, worker.task_queue)
+        request = make_train()
+        train_id = await client.start_train(request)
+        with pytest.raises(RefusedError, match="already started"):
+            await client.start_train(request)
+        assert await client.is_train(train_id)
+        handle = ts_env.client.get_workflow_handle(train_id)
+        await until_train(ts_env, handle, gate_open(Gate.REQUEST))
+        # One CAB's quorum is not enough: the data CAB (carol) must approve too.
+        after = await client.approve(train_id, "alice", Gate.REQUEST)
+        assert after.state is GateState.OPEN
+        after = await client.approve(train_id, "carol", Gate.REQUEST)
+        assert after.state is GateState.APPROVED
+        await until_train(ts_env, handle, gate_open(Gate.PLAN))
+        await client.approve(train_id, "bob", Gate.PLAN)
+        await client.approve(train_id, "dave", Gate.PLAN)
+        await until_all_closed(ts_env, [handle])
+        final: TrainStatus = await client.train_status(train_id)
+
+    assert final.outcome is Outcome.COMPLETED, final.reason
+    shown = format_train_status(final)
+    assert shown.splitlines()[0].startswith(train_id)
+    for line in ("1     db-migration", "2     api", "3     worker"):
+        assert line in shown, shown
+    assert "live" in shown and "prepare, launch" in shown
+    assert "backout order: worker, api, db-migration" in shown
+
+
+async def test_a_train_the_catalog_cannot_order_never_starts(ts_env: WorkflowEnvironment) -> None:
+    client = client_for(ts_env, "tq-never-polled", EXAMPLE_CATALOG)
+    unknown = make_train(component("greeter"), component("payments"))
+    with pytest.raises(RefusedError, match="payments"):
+        await client.start_train(unknown)
+    with pytest.raises(RPCError):
+        await ts_env.client.get_workflow_handle(f"train-{unknown.train}").describe()
