@@ -763,10 +763,15 @@ class ReleaseClient:
         awaiting: str | None = None,
         running: bool | None = None,
         outcome: Outcome | str | None = None,
+        train: str | None = None,
         limit: int = 100,
     ) -> list[ReleaseSummary]:
-        """Releases found through the search attributes, newest first."""
-        clauses = [f"WorkflowType = '{WORKFLOW_NAME}'"]
+        """Releases found through the search attributes, newest first. With `train`: that
+        train and its components' child workflows (which carry the train's id)."""
+        if train:
+            clauses = [f"{RELEASE_TRAIN.name} = {_quote(train)}"]
+        else:
+            clauses = [f"WorkflowType = '{WORKFLOW_NAME}'"]
         if phase:
             clauses.append(f"{RELEASE_PHASE.name} = {_quote(str(Phase(phase).value))}")
         if service:

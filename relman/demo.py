@@ -300,6 +300,7 @@ async def _run(
         _print_cmdb(settings, emit)
         shown = next(r for r in releases if r.forge)
         ok = _verify_evidence(settings, shown.release_id, emit) and ok
+        ok = _verify_evidence(settings, train.train_id, emit) and ok
         emit(f"demo took {time.monotonic() - began:.0f}s; browse the releases at {server.ui_url}")
         if not exit_when_done:
             emit("the server keeps running for the UI; Ctrl-C to stop")

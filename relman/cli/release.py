@@ -377,6 +377,9 @@ def list_releases(
     outcome: Annotated[
         Outcome | None, typer.Option(help="Only closed releases that ended so (e.g. rolled_back).")
     ] = None,
+    train: Annotated[
+        str | None, typer.Option(help="A train (its id) and its components' child workflows.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find releases through their search attributes (what the Temporal UI filters on).
@@ -390,6 +393,7 @@ def list_releases(
             awaiting=awaiting,
             running=True if running else None,
             outcome=outcome,
+            train=train,
         )
     )
     if as_json:

@@ -37,7 +37,7 @@ def test_demo_runs_both_releases_and_exits(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=170,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -63,12 +63,19 @@ def test_demo_runs_both_releases_and_exits(tmp_path: Path) -> None:
         assert "health failed: prometheus analysis fail: error_rate fail" in out
     else:
         assert "health from the greeter's probe (no `prometheus` binary on PATH)" in out
-    assert "CI greeter now at version 1.1.0" in out
-    # The good release's evidence, read from the CMDB, verifies as `relman verify` says.
+    # Then the train: one approval, three components in dependency waves, one change record.
+    assert "[train] waves, from the catalog's relationships: greeter-db | greeter | greeter-worker" in out
+    assert "train-greeter-2-0: completed — as expected" in out
+    assert "change train-greeter-2-0: closed, close code successful" in out
+    for ci in ("greeter", "greeter-db", "greeter-worker"):
+        assert f"CI {ci} now at version 2.0.0" in out
+    assert "DORA (24h): 4 deployment(s), 0 failed" in out
+    # The good release's and the train's evidence, read from the CMDB, verify as `relman verify` says.
     verified = [line.strip() for line in out.splitlines() if "evidence verified:" in line]
-    assert len(verified) == 1, out
+    assert len(verified) == 2, out
     assert verified[0].startswith("evidence verified: release-greeter-1.1.0 completed, ")
     assert verified[0].endswith(" signatures, gates request 2/2, plan 2/2")
+    assert verified[1].startswith("evidence verified: train-greeter-2-0 completed, "), verified[1]
     assert (tmp_path / "demo" / "keys" / "alice.key").exists()
     # The worker's JSON logs carry the release, phase and activity.
     log = (tmp_path / "demo" / "worker.log").read_text()

@@ -18,7 +18,8 @@ from relman.errors import RefusedError
 from relman.workflows.component import ReleaseComponent
 from relman.workflows.train import ReleaseTrain
 from tests import people
-from tests.helpers import new_worker
+from tests.helpers import assert_eventually, new_worker
+from tests.workflows import train_support
 from tests.workflows.train_support import (
     TrainFakes,
     component,
@@ -73,3 +74,32 @@ async def test_a_train_the_catalog_cannot_order_never_starts(ts_env: WorkflowEnv
         await client.start_train(unknown)
     with pytest.raises(RPCError):
         await ts_env.client.get_workflow_handle(f"train-{unknown.train}").describe()
+
+
+async def test_list_finds_a_train_and_its_components(
+    dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`relman list --train ID` on a real dev server (visibility queries): the train and the
+    child workflow of each of its components' steps, which carry the train's id."""
+    quick = [s.model_copy(update={"bake_seconds": 0}) for s in train_support.STAGES]
+    monkeypatch.setattr(train_support, "STAGES", quick)
+    fake = TrainFakes()
+    async with new_worker(dev_env.client, ReleaseTrain, ReleaseComponent, activities=fake.all()) as worker:
+        client = client_for(dev_env, worker.task_queue)
+        train_id = await client.start_train(make_train())
+        for gate, voters in ((Gate.REQUEST, ("alice", "carol")), (Gate.PLAN, ("bob", "dave"))):
+            for who in voters:
+                await assert_eventually(lambda g=gate, w=who: client.approve(train_id, w, g), timeout=20)
+        final = await dev_env.client.get_workflow_handle(train_id, result_type=TrainStatus).result()
+        assert final.outcome is Outcome.COMPLETED
+
+        async def listed() -> list[str]:
+            found = sorted(s.release_id for s in await client.list(train=train_id))
+            assert len(found) == 7, found
+            return found
+
+        found = await assert_eventually(listed, timeout=20, what="the train and its six children listed")
+    assert found[0] == train_id
+    assert {f.removeprefix(f"{train_id}.") for f in found[1:]} == {
+        f"{s}.{m}" for s in ("api", "db-migration", "worker") for m in ("launch", "prepare")
+    }
