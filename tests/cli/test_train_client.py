@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from relman.cli.train_render import format_train_status
 from relman.client import ReleaseClient
-from relman.contracts import Gate, GateState, Outcome
+from relman.contracts import Gate, GateState, GateStatus, Outcome
 from relman.contracts.train_run import TrainStatus
 from relman.errors import RefusedError
 from relman.workflows.component import ReleaseComponent
@@ -89,7 +89,11 @@ async def test_list_finds_a_train_and_its_components(
         train_id = await client.start_train(make_train())
         for gate, voters in ((Gate.REQUEST, ("alice", "carol")), (Gate.PLAN, ("bob", "dave"))):
             for who in voters:
-                await assert_eventually(lambda g=gate, w=who: client.approve(train_id, w, g), timeout=20)
+
+                async def vote(g: Gate = gate, w: str = who) -> GateStatus:
+                    return await client.approve(train_id, w, g)
+
+                await assert_eventually(vote, timeout=20)
         final = await dev_env.client.get_workflow_handle(train_id, result_type=TrainStatus).result()
         assert final.outcome is Outcome.COMPLETED
 
