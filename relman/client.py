@@ -72,7 +72,7 @@ from relman.contracts import (
     train_id_for,
 )
 from relman.contracts.train import TrainRequest
-from relman.contracts.train_run import TRAIN_WORKFLOW, TrainStatus
+from relman.contracts.train_run import COMPONENT_WORKFLOW, TRAIN_WORKFLOW, ComponentMode, TrainStatus
 from relman.errors import ConfigError, NotFoundError, RefusedError, RelmanError, one_line
 from relman.identity.keys import Signer
 from relman.identity.roles import change_model_problem
@@ -865,9 +865,22 @@ class ReleaseClient:
         )
         return self._sealed(delegation, "*", delegator)
 
+    async def _signed_for(self, workflow_id: str) -> str:
+        """The release id a message to `workflow_id` is signed for: its own, except for a train
+        component's child (`<train>.<service>.<mode>`), whose messages are signed for the
+        component (`<train>.<service>`), as its workflow and the train's evidence check them."""
+        base, _, mode = workflow_id.rpartition(".")
+        if not base or mode not in {m.value for m in ComponentMode}:
+            return workflow_id
+        try:
+            desc = await self.client.get_workflow_handle(workflow_id).describe(rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as exc:
+            raise self._rpc_error(exc, workflow_id) from None
+        return base if desc.workflow_type == COMPONENT_WORKFLOW else workflow_id
+
     async def decide(self, release_id: str, vote: Vote) -> GateStatus:
         """Send one vote through the `decide` update and return the gate as it now stands."""
-        vote = self._sealed(vote, release_id, vote.approver)
+        vote = self._sealed(vote, await self._signed_for(release_id), vote.approver)
         return await self._update(release_id, Message.DECIDE, vote, GateStatus)
 
     async def _update(self, release_id: str, name: Message, arg: BaseModel, result_type: type[M]) -> M:
@@ -985,7 +998,7 @@ class ReleaseClient:
     ) -> ActionResult:
         """One signed operator action through the `operate` update; refusals raise with the reason."""
         action = build(OperatorAction, action=verb, by=by, reason=reason, window=window, step=step)
-        action = self._sealed(action, release_id, by)
+        action = self._sealed(action, await self._signed_for(release_id), by)
         return await self._update(release_id, Message.OPERATE, action, ActionResult)
 
     async def feedback(self, release_id: str, by: str, rating: int, comment: str = "") -> None:

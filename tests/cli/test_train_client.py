@@ -14,7 +14,7 @@ from relman.cli.train_render import format_train_status
 from relman.client import ReleaseClient
 from relman.contracts import Gate, GateState, GateStatus, Outcome
 from relman.contracts.train_run import TrainStatus
-from relman.errors import RefusedError
+from relman.errors import NotFoundError, RefusedError
 from relman.workflows.component import ReleaseComponent
 from relman.workflows.train import ReleaseTrain
 from tests import people
@@ -107,3 +107,37 @@ async def test_list_finds_a_train_and_its_components(
     assert {f.removeprefix(f"{train_id}.") for f in found[1:]} == {
         f"{s}.{m}" for s in ("api", "db-migration", "worker") for m in ("launch", "prepare")
     }
+
+
+async def test_a_components_marginal_stage_is_approved_through_the_client(
+    dev_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A vote sent to a component's child (`<train>.<service>.launch`) is signed for the
+    component (`<train>.<service>`), as the child and the train's evidence check it."""
+    quick = [s.model_copy(update={"bake_seconds": 0}) for s in train_support.STAGES]
+    monkeypatch.setattr(train_support, "STAGES", quick)
+    fake = TrainFakes(marginal={("api", "health-ten-0")})
+    async with new_worker(dev_env.client, ReleaseTrain, ReleaseComponent, activities=fake.all()) as worker:
+        client = client_for(dev_env, worker.task_queue)
+        train_id = await client.start_train(make_train())
+        for gate, voters in ((Gate.REQUEST, ("alice", "carol")), (Gate.PLAN, ("bob", "dave"))):
+            for who in voters:
+
+                async def vote(g: Gate = gate, w: str = who) -> GateStatus:
+                    return await client.approve(train_id, w, g)
+
+                await assert_eventually(vote, timeout=20)
+        child = f"{train_id}.api.launch"
+
+        async def marginal_open() -> None:
+            try:
+                gate = (await client.status(child)).gates.get(Gate.MARGINAL)
+            except NotFoundError:
+                raise AssertionError(f"{child} not started yet") from None
+            assert gate is not None and gate.state is GateState.OPEN
+
+        await assert_eventually(marginal_open, timeout=30, what="api's marginal gate open")
+        decided = await client.approve(child, "bob", Gate.MARGINAL)
+        final = await dev_env.client.get_workflow_handle(train_id, result_type=TrainStatus).result()
+    assert decided.state is GateState.APPROVED
+    assert final.outcome is Outcome.COMPLETED, final.reason
