@@ -373,6 +373,19 @@ def expire(status: GateStatus, at: datetime) -> GateStatus:
     return status.model_copy(update={"state": GateState.EXPIRED, "closed_at": at})
 
 
+def gate_end(status: GateStatus, decided: bool, at: datetime) -> tuple[GateStatus, Outcome | None, str]:
+    """A gate once its wait is over: as it stands, and whether it ends the change (expired
+    without a decision, or rejected, with the rejecters' comments) and why."""
+    if not decided:
+        return expire(status, at), Outcome.EXPIRED, f"gate {status.gate} expired without a decision"
+    if status.state is GateState.REJECTED:
+        who = ", ".join(
+            f"{a.vote.approver}: {a.vote.comment}" for a in status.votes if a.vote.decision == "reject"
+        )
+        return status, Outcome.REJECTED, f"gate {status.gate} rejected ({who})"
+    return status, None, ""
+
+
 def withdraw(status: GateStatus, at: datetime) -> GateStatus:
     """An open gate of a release that ended without its decision: nobody is awaited any more."""
     if status.state is not GateState.OPEN:

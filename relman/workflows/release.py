@@ -261,15 +261,9 @@ class ReleaseWorkflow(VoteHandlers):
         decided = await self._wait(
             lambda: self._s.gates[gate].state is not GateState.OPEN, status.deadline, f"gate {gate} deadline"
         )
-        final = self._s.gates[gate]
-        if not decided:
-            self._s.gates[gate] = policy.expire(final, workflow.now())
-            raise _Stop(Outcome.EXPIRED, f"gate {gate} expired without a decision")
-        if final.state is GateState.REJECTED:
-            who = ", ".join(
-                f"{a.vote.approver}: {a.vote.comment}" for a in final.votes if a.vote.decision == "reject"
-            )
-            raise _Stop(Outcome.REJECTED, f"gate {gate} rejected ({who})")
+        self._s.gates[gate], ended, why = policy.gate_end(self._s.gates[gate], decided, workflow.now())
+        if ended is not None:
+            raise _Stop(ended, why)
 
     async def _open_gate(self, gate: Gate, phase: Phase, subject_hash: str, evidence: str = "") -> GateStatus:
         """Every gate opens here: fresh trust, a deadline, the people told, the UI current."""

@@ -222,15 +222,9 @@ class ReleaseTrain(VoteHandlers):
         decided = await self._wait(
             lambda: self._s.gates[gate].state is not GateState.OPEN, status.deadline, f"gate {gate} deadline"
         )
-        final = self._s.gates[gate]
-        if not decided:
-            self._s.gates[gate] = policy.expire(final, workflow.now())
-            raise _Stop(Outcome.EXPIRED, f"gate {gate} expired without a decision")
-        if final.state is GateState.REJECTED:
-            who = ", ".join(
-                f"{a.vote.approver}: {a.vote.comment}" for a in final.votes if a.vote.decision == "reject"
-            )
-            raise _Stop(Outcome.REJECTED, f"gate {gate} rejected ({who})")
+        self._s.gates[gate], ended, why = policy.gate_end(self._s.gates[gate], decided, workflow.now())
+        if ended is not None:
+            raise _Stop(ended, why)
 
     async def _refresh_trust(self) -> None:
         """Each gate after the request's reads the catalog's keys and roles again, as a

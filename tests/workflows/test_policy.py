@@ -148,6 +148,21 @@ def test_quorum_and_veto() -> None:
     assert vetoed.state is GateState.REJECTED
 
 
+def test_a_gate_ends_a_change_when_it_expires_or_is_rejected() -> None:
+    gate = normal_gate()
+    later = NOW + timedelta(hours=2)
+    expired, ended, why = policy.gate_end(gate, False, later)
+    assert (expired.state, expired.closed_at, ended) == (GateState.EXPIRED, later, Outcome.EXPIRED)
+    assert why == "gate request expired without a decision"
+    vetoed = policy.record_vote(gate, vote("bob", Decision.REJECT, comment="not this week"), NOW)
+    assert policy.gate_end(vetoed, True, later)[1:] == (
+        Outcome.REJECTED,
+        "gate request rejected (bob: not this week)",
+    )
+    approved = policy.record_vote(policy.record_vote(gate, vote("alice"), NOW), vote("carol"), NOW)
+    assert policy.gate_end(approved, True, later) == (approved, None, "")
+
+
 def test_separation_of_duties() -> None:
     gate = normal_gate()
     req = make_request().requested_by
