@@ -187,7 +187,9 @@ def test_relationships_come_from_the_raw_catalog(tmp_path: Path) -> None:
         )
     )
     assert train_problem(catalog, train) == "train t: dependency cycle: api -> db -> api"
-    alone = TrainRequest.model_validate(train_data(train="t", tests=[], components=[train.components[0].model_dump()]))
+    alone = TrainRequest.model_validate(
+        train_data(train="t", tests=[], components=[train.components[0].model_dump()])
+    )
     assert train_problem(catalog, alone) is None  # a relationship to a CI outside the train orders nothing
 
 
@@ -236,6 +238,7 @@ def test_the_train_suites_are_in_the_request_hash_only_when_named() -> None:
     none = named.model_copy(update={"tests": []})
     other = TrainRequest.model_validate(train_data(tests=["other"]))
     assert len({named.content_hash(), none.content_hash(), other.content_hash()}) == 3
-    assert none.content_hash() == TrainRequest.model_validate(
-        {k: v for k, v in train_data().items() if k != "tests"}
-    ).content_hash()
+    assert (
+        none.content_hash()
+        == TrainRequest.model_validate({k: v for k, v in train_data().items() if k != "tests"}).content_hash()
+    )
