@@ -211,7 +211,12 @@ def test_the_readme_train_is_the_example(tmp_path: Path) -> None:
     train = load_any_manifest(write(tmp_path, block))
     example = load_any_manifest(TRAIN)
     assert isinstance(train, TrainRequest) and isinstance(example, TrainRequest)
-    assert (train.train, train.components, train.title) == (example.train, example.components, example.title)
+    assert (train.train, train.components, train.title, train.tests) == (
+        example.train,
+        example.components,
+        example.title,
+        example.tests,
+    )
 
 
 def test_the_example_trains_name_the_combined_train_suite() -> None:
