@@ -290,6 +290,8 @@ class TrainEvidenceInput(StepInput):
     issues: list[str] = Field(default_factory=list)
     history: list[PhaseTransition] = Field(default_factory=list)
     components: list[ComponentEvidence] = Field(default_factory=list, max_length=MAX_COMPONENTS)
+    tests: TestReport | None = None
+    """The train suites' report on the combined staging; None when the manifest names none."""
 
     @model_validator(mode="after")
     def _components_of_the_train(self) -> TrainEvidenceInput:

@@ -660,6 +660,7 @@ class ReleaseTrain(VoteHandlers):
                     issues=self._s.issues,
                     history=self._s.history,
                     components=components,
+                    tests=self._s.tests,
                 ),
                 EvidenceRecord,
                 f"sign the evidence of train {self._s.train_id}",

@@ -8,8 +8,10 @@ from collections import Counter
 
 from temporalio.testing import WorkflowEnvironment
 
+from relman.cli.train_render import format_train_status
 from relman.contracts import Activity, CloseCode, Outcome
 from relman.contracts.train_run import ComponentState
+from relman.identity.evidence_train import build_train_statement
 from tests.helpers import new_worker
 from tests.workflows.test_train import UNDO, WORKFLOWS, final, order
 from tests.workflows.train_support import TrainFakes, approve_train, make_train, start_train
@@ -37,6 +39,11 @@ async def test_the_train_suite_runs_once_between_the_preparations_and_the_first_
     assert done.tests is not None and done.tests.accepted
     assert [(s.name, s.passed) for s in done.tests.suites] == [("combined", 3), ("smoke", 3)]
     assert {c.state for c in done.components.values()} == {ComponentState.LIVE}
+    # The report is in the status `relman status` prints and in the train's signed evidence.
+    assert "train suites: combined 3/3, smoke 3/3, accepted" in format_train_status(done).splitlines()
+    evidence = fake.train_evidence[-1]
+    assert evidence.tests == done.tests
+    assert build_train_statement(evidence)["predicate"]["tests"]["accepted"] is True
 
 
 async def test_a_failing_train_suite_backs_out_every_prepared_component_and_launches_nothing(
@@ -65,6 +72,8 @@ async def test_a_failing_train_suite_backs_out_every_prepared_component_and_laun
     assert Counter(undone).most_common(1)[0][1] == 1
     assert {c.state for c in done.components.values()} == {ComponentState.BACKED_OUT}
     assert fake.train_closes[-1].close_code is CloseCode.ROLLED_BACK
+    assert "train suites: combined 3/3, smoke 2/3, not accepted" in format_train_status(done)
+    assert fake.train_evidence[-1].tests == done.tests
 
 
 async def test_an_unknown_train_suite_is_refused_before_anything_starts(ts_env: WorkflowEnvironment) -> None:
@@ -90,3 +99,6 @@ async def test_a_train_without_suites_runs_no_train_suite(ts_env: WorkflowEnviro
     assert done.outcome is Outcome.COMPLETED, done.reason
     assert done.tests is None
     assert not [c for c in fake.log if c[0] == Activity.RUN_TRAIN_TESTS.value]
+    assert "train suites" not in format_train_status(done)
+    # Its evidence states what a train's stated before suites existed: no `tests` key.
+    assert "tests" not in build_train_statement(fake.train_evidence[-1])["predicate"]
