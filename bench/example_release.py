@@ -55,8 +55,8 @@ APPROVERS = {Gate.REQUEST: ("alice", "bob"), Gate.PLAN: ("carol", "dave")}
 def zero_wait_catalog(directory: Path) -> Path:
     """examples/catalog.yaml with bake 0 and review period 0; the workdir made absolute."""
     raw = yaml.safe_load((EXAMPLES / "catalog.yaml").read_text())
-    for spec in raw["services"].values():  # this copy lives elsewhere: workdirs made absolute
-        spec["workdir"] = str(EXAMPLES / spec["workdir"])
+    for spec in [*raw["services"].values(), *raw.get("train_suites", [])]:  # copied: workdirs absolute
+        spec["workdir"] = str(EXAMPLES / spec.get("workdir", "."))
     greeter = raw["services"]["greeter"]
     for stage in greeter["stages"]:
         stage["bake_seconds"] = 0

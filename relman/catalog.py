@@ -72,6 +72,8 @@ BUILD_PLACEHOLDERS = frozenset(
 TEST_PLACEHOLDERS = frozenset(
     {"version", "service", "env_dir", "release_dir", "source_dir", "work_dir", "junit", "python"}
 )
+TRAIN_TEST_PLACEHOLDERS = frozenset({"envs_dir", "source_dir", "work_dir", "junit", "python"})
+"""A train suite's: `{envs_dir}` holds every service's environments (`<service>/staging/...`)."""
 HEALTH_PLACEHOLDERS = frozenset(
     {"version", "service", "environment", "env_dir", "release_dir", "source_dir", "python"}
 )
@@ -303,6 +305,44 @@ class SuiteSpec(_Strict):
         if unknown:
             raise ValueError(f"unknown placeholder(s) {sorted(unknown)}")
         return v
+
+
+TrainSuiteName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,39}$")]
+
+
+class TrainSuiteSpec(SuiteSpec):
+    """A train-level suite (`train_suites:`): run once on the combined staging of a train's
+    components, after every one is prepared and before the first wave."""
+
+    name: TrainSuiteName  # type: ignore[assignment]
+    workdir: Path = Path(".")
+    """Where `{source_dir}` points (relative to the catalog); relative executables resolve here."""
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _argv(cls, v: Any) -> list[str]:
+        return _check_argv(v, TRAIN_TEST_PLACEHOLDERS)
+
+    @field_validator("junit", "cwd")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        unknown = placeholders(v) - TRAIN_TEST_PLACEHOLDERS
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}")
+        return v
+
+    @field_validator("workdir", mode="before")
+    @classmethod
+    def _workdir(cls, v: Any, info: ValidationInfo) -> Path:
+        path = _resolve_path(str(v), info)
+        if not path.is_dir():
+            raise ValueError(f"directory {path} does not exist")
+        return path
+
+    @model_validator(mode="after")
+    def _executable(self) -> TrainSuiteSpec:
+        _check_executable(self.command, self.workdir)
+        return self
 
 
 class EnvironmentSpec(_Strict):
@@ -724,6 +764,23 @@ class _TrustFile(_Governance):
 class Catalog(_Governance):
     services: dict[ServiceName, ServiceSpec]
     configuration_items: list[CiSpec] = Field(default_factory=list)
+    train_suites: list[TrainSuiteSpec] = Field(default_factory=list, max_length=20)
+    """Suites a train's manifest may name (`tests:`), run on the combined staging."""
+
+    @field_validator("train_suites")
+    @classmethod
+    def _unique_train_suites(cls, v: list[TrainSuiteSpec]) -> list[TrainSuiteSpec]:
+        if len({s.name for s in v}) != len(v):
+            raise ValueError("a train suite name appears twice")
+        return v
+
+    def train_suite(self, name: str) -> TrainSuiteSpec:
+        return next(s for s in self.train_suites if s.name == name)
+
+    @property
+    def envs_dir(self) -> Path:
+        """`{data_dir}/envs`: where the example catalogs keep every service's environments."""
+        return self.data_dir / "envs"
 
     @model_validator(mode="after")
     def _relationship_targets(self) -> Catalog:
@@ -831,6 +888,15 @@ def service_relationships_of(path: str | os.PathLike[str]) -> list[tuple[str, st
                 target = str(rel["target"])
                 found.append((name, str(rel["type"]), by_ci.get(target, target)))
     return found
+
+
+def train_suite_names(path: str | os.PathLike[str]) -> list[str]:
+    """The train suites a catalog file declares (`train_suites:`), read without validating."""
+    file = Path(path).expanduser()
+    suites = _read_mapping(file).get("train_suites") or []
+    if not isinstance(suites, list):
+        raise CatalogError(f"{file.name}: train_suites: must be a list of suites")
+    return sorted(str(s["name"]) for s in suites if isinstance(s, dict) and "name" in s)
 
 
 def people_names(path: str | os.PathLike[str]) -> list[str]:

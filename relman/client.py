@@ -247,7 +247,7 @@ def train_problem(catalog: Path, request: TrainRequest) -> str | None:
     a client may lack the services' directories. The worker checks again with the full
     catalog before the train does anything. A catalog that cannot be read raises CatalogError.
     """
-    from relman.catalog import service_names, service_relationships_of
+    from relman.catalog import service_names, service_relationships_of, train_suite_names
     from relman.workflows.waves import OrderingError, dependencies, waves
 
     known = service_names(catalog)
@@ -256,6 +256,12 @@ def train_problem(catalog: Path, request: TrainRequest) -> str | None:
         return (
             f"unknown service{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
             f"the catalog {catalog} knows {', '.join(known) or 'none'}"
+        )
+    suites = train_suite_names(catalog)
+    if missing := [name for name in request.tests if name not in suites]:
+        return (
+            f"unknown train suite{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
+            f"the catalog {catalog} has {', '.join(suites) or 'none'}"
         )
     after = {c.service: c.after for c in request.components if c.after}
     try:

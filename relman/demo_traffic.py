@@ -62,8 +62,8 @@ def demo_catalog(example: Path, out: Path, address: str) -> Path:
     """The example catalog with Prometheus analysis for the greeter, written to `out`."""
     data = yaml.safe_load(example.read_text())
     # Relative paths resolve against the catalog's directory, and this copy lives elsewhere.
-    for other in data["services"].values():
-        other["workdir"] = str((example.parent / other["workdir"]).resolve())
+    for other in [*data["services"].values(), *data.get("train_suites", [])]:
+        other["workdir"] = str((example.parent / other.get("workdir", ".")).resolve())
     spec = data["services"][SERVICE]
     spec["analysis"] = analysis_section(address)
     out.write_text(

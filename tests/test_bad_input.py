@@ -462,8 +462,8 @@ async def test_unknown_release_id(world: World, args: list[str]) -> None:
 
 def _catalog_with(tmp: Path, name: str, edit: Callable[[dict[str, Any]], None]) -> Path:
     data = yaml.safe_load(CATALOG.read_text())
-    for spec in data["services"].values():  # this copy lives elsewhere: workdirs made absolute
-        spec["workdir"] = str(CATALOG.parent / spec["workdir"])
+    for spec in [*data["services"].values(), *data.get("train_suites", [])]:  # copied: workdirs absolute
+        spec["workdir"] = str(CATALOG.parent / spec.get("workdir", "."))
     greeter = data["services"]["greeter"]
     edit(greeter)
     path = tmp / f"catalog-{name}.yaml"

@@ -16,6 +16,7 @@ from relman.catalog import (
     people_names,
     read_trust,
     render_argv,
+    train_suite_names,
 )
 from relman.contracts import ChangeModel, ConflictMode, Environment, Risk, Role
 from relman.identity.keys import WORKER, Signer, ensure_keys
@@ -419,3 +420,57 @@ def test_a_bad_conflicts_mode_is_a_one_line_error(tmp_path: Path) -> None:
     assert "\n" not in msg
     assert msg.startswith("catalog.yaml: services.greeter.conflicts:")
     assert "'off', 'warn' or 'block'" in msg
+
+
+# --- train suites (`train_suites:`, run on a train's combined staging) ---------------
+
+
+def train_suite(**changes: Any) -> dict[str, Any]:
+    suite = {"name": "combined", "command": ["{python}", "-m", "pytest", "{envs_dir}", "--junitxml={junit}"]}
+    return {**suite, **changes}
+
+
+def test_train_suites_load_with_their_workdir_and_the_envs_dir(tmp_path: Path) -> None:
+    (tmp_path / "suites").mkdir()
+    path = write(tmp_path, base_service(), train_suites=[train_suite(workdir="suites", timeout=30)])
+    catalog = load_catalog(path, data_dir=tmp_path / "data")
+    suite = catalog.train_suite("combined")
+    assert (suite.workdir, suite.timeout, suite.cwd) == (tmp_path / "suites", 30, "{source_dir}")
+    assert catalog.envs_dir == tmp_path / "data" / "envs"
+    assert load_catalog(write(tmp_path, base_service()), data_dir=tmp_path).train_suites == []
+
+
+@pytest.mark.parametrize(
+    ("suite", "expected"),
+    [
+        (
+            train_suite(command=["{python}", "{release_dir}/t.py"]),
+            "train_suites.0.command: unknown placeholder(s) ['release_dir']",
+        ),
+        (train_suite(cwd="{env_dir}"), "train_suites.0.cwd: unknown placeholder(s) ['env_dir']"),
+        (train_suite(name="Combined Tests"), "train_suites.0.name: String should match pattern"),
+        (train_suite(command="pytest"), "train_suites.0.command: must be an argv list"),
+        (train_suite(command=["./missing.sh"]), "train_suites.0: executable './missing.sh' not found"),
+        (train_suite(workdir="nowhere"), "train_suites.0.workdir: directory"),
+        (train_suite(timeout=0), "train_suites.0.timeout: Input should be greater than 0"),
+        (train_suite(shell="bash"), "train_suites.0.shell: Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_train_suite_is_a_one_line_error_naming_it(
+    tmp_path: Path, suite: dict[str, Any], expected: str
+) -> None:
+    error = error_of(tmp_path, base_service(), train_suites=[suite])
+    assert expected in error and "\n" not in error, error
+
+
+def test_a_train_suite_name_twice_is_refused(tmp_path: Path) -> None:
+    error = error_of(tmp_path, base_service(), train_suites=[train_suite(), train_suite()])
+    assert error == "catalog.yaml: train_suites: a train suite name appears twice"
+
+
+def test_the_example_catalog_has_the_combined_train_suite(tmp_path: Path) -> None:
+    ensure_keys(tmp_path / "keys", [*people_names(EXAMPLE), WORKER])
+    catalog = load_catalog(EXAMPLE, data_dir=tmp_path)
+    suite = catalog.train_suite("combined")
+    assert suite.workdir == EXAMPLE.parent / "train-tests"
+    assert "{envs_dir}" in suite.command and train_suite_names(EXAMPLE) == ["combined"]

@@ -131,6 +131,7 @@ def create_activities(
         requests.validate_train,
         build.build_package,
         tests.run_tests,
+        tests.run_train_tests,
         envs.deploy,
         envs.rollback,
         exposure.set_exposure,

@@ -45,6 +45,15 @@ class RequestActivities:
                 type=ErrorType.UNKNOWN_SERVICE,
                 non_retryable=True,
             )
+        suites = {s.name for s in self.catalog.train_suites}
+        if missing := [name for name in request.tests if name not in suites]:
+            raise ApplicationError(
+                f"unknown train suite(s) {', '.join(missing)}; "
+                f"the catalog has: {', '.join(sorted(suites)) or 'none'}",
+                {"unknown": missing},
+                type=ErrorType.INVALID_REQUEST,
+                non_retryable=True,
+            )
         log.info("train.validated", train=request.train, components=len(request.components))
         return TrainProfile(
             profiles={s: self.catalog.profile(s) for s in request.services},

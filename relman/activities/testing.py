@@ -22,6 +22,7 @@ from relman.activities.runner import command_env, run_command
 from relman.activities.services import service_spec
 from relman.catalog import Catalog, SuiteSpec, render_argv, substitute
 from relman.contracts import Activity, Environment, ErrorType, SuiteResult, TestInput, TestReport
+from relman.contracts.train import TrainTestInput
 
 log = structlog.get_logger(__name__)
 
@@ -138,17 +139,66 @@ class TestActivities:
             "source_dir": str(spec.workdir),
             "work_dir": str(out_root),
         }
-        env = command_env(spec.env)
+        return await self._judge(
+            f"{inp.service} {inp.version}",
+            [(suite, values) for suite in spec.tests],
+            out_root,
+            cleanup,
+            command_env(spec.env),
+            spec.secrets,
+            inp.acceptance.min_pass_rate,
+        )
+
+    @activity.defn(name=Activity.RUN_TRAIN_TESTS)
+    async def run_train_tests(self, inp: TrainTestInput) -> TestReport:
+        """Run the catalog's train suites the manifest names, on every component's staging at
+        once (`{envs_dir}`); `TestsFailed` (non-retryable) names the failing tests."""
+        known = {s.name for s in self.catalog.train_suites}
+        if unknown := [name for name in inp.suites if name not in known]:
+            raise ApplicationError(
+                f"unknown train suite(s) {', '.join(unknown)}; "
+                f"the catalog has: {', '.join(sorted(known)) or 'none'}",
+                type=ErrorType.INVALID_REQUEST,
+                non_retryable=True,
+            )
+        suites = [self.catalog.train_suite(name) for name in inp.suites]
+        if self.work_root is not None:
+            out_root = self.work_root / inp.release_id / "tests" / inp.step
+            shutil.rmtree(out_root, ignore_errors=True)
+            cleanup = False
+        else:
+            out_root = Path(tempfile.mkdtemp(prefix="relman-train-tests-"))
+            cleanup = True
+        values = {"envs_dir": str(self.catalog.envs_dir), "work_dir": str(out_root)}
+        return await self._judge(
+            f"train {inp.train}",
+            [(suite, {**values, "source_dir": str(suite.workdir)}) for suite in suites],
+            out_root,
+            cleanup,
+            command_env({}),
+            (),
+            inp.min_pass_rate,
+        )
+
+    async def _judge(
+        self,
+        what: str,
+        specs: Sequence[tuple[SuiteSpec, dict[str, str]]],
+        out_root: Path,
+        cleanup: bool,
+        env: dict[str, str],
+        secrets: Sequence[str],
+        min_pass_rate: float,
+    ) -> TestReport:
+        """Every suite run in turn, judged against its rate and `min_pass_rate`."""
         suites: list[SuiteResult] = []
         verdicts: list[bool] = []
         try:
-            for suite in spec.tests:
+            for suite, values in specs:
                 activity.heartbeat({"suite": suite.name, "starting": True})
-                result = await self.run_suite(suite, values, out_root / suite.name, env, spec.secrets)
+                result = await self.run_suite(suite, values, out_root / suite.name, env, secrets)
                 suites.append(result)
-                verdicts.append(
-                    suite_passes(result, max(suite.required_pass_rate, inp.acceptance.min_pass_rate))
-                )
+                verdicts.append(suite_passes(result, max(suite.required_pass_rate, min_pass_rate)))
         finally:
             if cleanup:
                 shutil.rmtree(out_root, ignore_errors=True)
@@ -162,7 +212,7 @@ class TestActivities:
             )
             names = ", ".join(failing[:20])
             raise ApplicationError(
-                f"{inp.service} {inp.version} failed acceptance ({summary}); failing: {names}",
+                f"{what} failed acceptance ({summary}); failing: {names}",
                 report.model_dump(mode="json"),
                 type=ErrorType.TESTS_FAILED,
                 non_retryable=True,

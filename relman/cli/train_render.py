@@ -23,6 +23,14 @@ def _gate(g: GateStatus) -> str:
     return text
 
 
+def _suites(st: TrainStatus) -> str:
+    """The manifest's train suites: each one's passed/ran once run, and the verdict."""
+    if st.tests is None:
+        return f"{', '.join(safe(n) for n in st.request.tests)}, not run yet"
+    counts = ", ".join(f"{safe(s.name)} {s.passed}/{s.passed + s.failed + s.errors}" for s in st.tests.suites)
+    return f"{counts}, {'accepted' if st.tests.accepted else 'not accepted'}"
+
+
 def format_train_status(st: TrainStatus) -> str:
     """The train as an operator reads it: what it waits for, and each component in its wave."""
     request = st.request
@@ -40,6 +48,8 @@ def format_train_status(st: TrainStatus) -> str:
         lines.append(f"gate {_gate(g)}")
     if st.plan_hash:
         lines.append(f"plan {short(st.plan_hash)}")
+    if request.tests:
+        lines.append(f"train suites: {_suites(st)}")
     waves = st.waves or [[c.service for c in request.components]]
     rows = [("wave", "component", "version", "state", "children")]
     for number, wave in enumerate(waves, start=1):

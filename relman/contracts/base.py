@@ -285,6 +285,7 @@ class Activity(StrEnum):
     DEPLOY = "deploy"
     ROLLBACK = "rollback"
     RUN_TESTS = "run_tests"
+    RUN_TRAIN_TESTS = "run_train_tests"
     SET_EXPOSURE = "set_exposure"
     ACQUIRE_LEASE = "acquire_lease"
     RELEASE_LEASE = "release_lease"

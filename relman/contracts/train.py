@@ -53,6 +53,9 @@ from relman.contracts.release import (
 MAX_COMPONENTS = 20
 """Components per train: the benchmark's size, and a bound on the plan a CAB can read."""
 
+TrainSuiteName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,39}$")]
+"""A catalog `train_suites:` entry's name."""
+
 
 class TrainComponent(Model):
     """One component of a train: a catalog service at a version built from a commit."""
@@ -77,6 +80,8 @@ class TrainRequest(Signed):
     description: LongText = ""
     committed_at: datetime | None = None
     target_window: TimeWindow | None = None
+    tests: list[TrainSuiteName] = Field(default_factory=list, max_length=20)
+    """The catalog's train suites run on the combined staging before the first wave."""
 
     @model_validator(mode="after")
     def _components_once(self) -> TrainRequest:
@@ -84,6 +89,9 @@ class TrainRequest(Signed):
         twice = sorted({s for s in services if services.count(s) > 1})
         if twice:
             raise ValueError(f"component(s) listed twice: {', '.join(twice)}")
+        suites_twice = sorted({t for t in self.tests if self.tests.count(t) > 1})
+        if suites_twice:
+            raise ValueError(f"train suite(s) listed twice: {', '.join(suites_twice)}")
         return self
 
     @property
@@ -92,7 +100,8 @@ class TrainRequest(Signed):
 
     def content_hash(self) -> str:
         """Stable hash of the whole train (without its proof): the request gate's votes bind to it."""
-        return content_hash(self, exclude={"proof"})
+        # Without suites, `tests` stays out of the hash: trains signed before it existed keep theirs.
+        return content_hash(self, exclude={"proof"} if self.tests else {"proof", "tests"})
 
     def statement(self, release_id: str, issued_at: datetime, nonce: str) -> Statement:
         return request_statement(self, release_id, issued_at, nonce)
@@ -113,6 +122,15 @@ class TrainRequest(Signed):
             target_window=self.target_window,
             allow_downgrade=component.allow_downgrade,
         )
+
+
+class TrainTestInput(StepInput):
+    """Run the named catalog train suites on the combined staging (`release_id`: the train's id)."""
+
+    train: Slug
+    suites: list[TrainSuiteName] = Field(min_length=1, max_length=20)
+    min_pass_rate: float = Field(default=1.0, ge=0, le=1)
+    """The train's acceptance: every suite must reach it (a suite may demand more)."""
 
 
 # --- the train in the CMDB and its evidence -----------------------------------------
@@ -272,6 +290,8 @@ class TrainEvidenceInput(StepInput):
     issues: list[str] = Field(default_factory=list)
     history: list[PhaseTransition] = Field(default_factory=list)
     components: list[ComponentEvidence] = Field(default_factory=list, max_length=MAX_COMPONENTS)
+    tests: TestReport | None = None
+    """The train suites' report on the combined staging; None when the manifest names none."""
 
     @model_validator(mode="after")
     def _components_of_the_train(self) -> TrainEvidenceInput:

@@ -190,4 +190,6 @@ class TrainStatus(Model):
     refused: int = 0
     leases: list[str] = Field(default_factory=list)
     """Services whose lease the train holds now."""
+    tests: TestReport | None = None
+    """The train suites' report on the combined staging (the manifest's `tests:`)."""
     closed_at: datetime | None = None

@@ -36,6 +36,7 @@ from relman.contracts import (
     Risk,
     Sha256,
     Slug,
+    TestReport,
     Trust,
 )
 from relman.contracts.train import ComponentEvidence, TrainEvidenceInput, TrainRequest
@@ -78,6 +79,8 @@ class TrainEvidence(Model):
     issues: list[str] = Field(default_factory=list)
     history: list[PhaseTransition] = Field(default_factory=list)
     components: list[ComponentEvidence] = Field(default_factory=list)
+    tests: TestReport | None = None
+    """The train suites' report on the combined staging (the manifest's `tests:`)."""
     audit_anchor: AuditAnchor | None = None
 
 
@@ -119,9 +122,12 @@ def build_train_statement(inp: TrainEvidenceInput, audit_anchor: AuditAnchor | N
         history=inp.history,
         # In the request's order, so that the statement does not depend on who finished first.
         components=sorted(inp.components, key=lambda c: inp.request.services.index(c.service)),
+        tests=inp.tests,
         audit_anchor=audit_anchor,
     )
     body = ev.model_dump(mode="json")
+    if inp.tests is None:
+        del body["tests"]  # a train without suites states what it stated before they existed
     if audit_anchor is None:
         del body["audit_anchor"]
     return {

@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseStatus,
         Risk,
         ServiceProfile,
+        TestReport,
         Trust,
         WindowDecision,
         WindowQuery,
@@ -61,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         TrainCloseInput,
         TrainEvidenceInput,
         TrainRequest,
+        TrainTestInput,
     )
     from relman.contracts.train_run import (
         TRAIN_WORKFLOW,
@@ -129,6 +131,7 @@ class ReleaseTrain(VoteHandlers):
             await self._record(Activity.UPDATE_TRAIN, "authorized", "authorized")
             await self._take_leases()
             await self._prepare()
+            await self._train_tests()
             await self._launch()
             await self._give_back_leases()
         except _Stop as stop:
@@ -289,6 +292,38 @@ class ReleaseTrain(VoteHandlers):
         failures = await self._children(ComponentMode.PREPARE, self._s.request.services)
         if failures:
             raise _Stop(Outcome.ROLLED_BACK, "; ".join(failures))
+
+    async def _train_tests(self) -> None:
+        """The manifest's train suites on the combined staging, once every component is
+        there; not accepted, the train stops and every prepared component is backed out."""
+        request = self._s.request
+        if not request.tests:
+            return
+        self._checkpoint()
+        self._details(f"train suites on the combined staging: {', '.join(request.tests)}")
+        assert self._s.plan is not None
+        try:
+            self._s.tests = await self._activity(
+                Activity.RUN_TRAIN_TESTS,
+                TrainTestInput(
+                    release_id=self._s.train_id,
+                    step="train-tests",
+                    train=request.train,
+                    suites=request.tests,
+                    min_pass_rate=self._s.plan.acceptance.min_pass_rate,
+                ),
+                TestReport,
+                f"train suites {', '.join(request.tests)} on the combined staging",
+                timeout=timedelta(hours=2),
+                heartbeat=timedelta(seconds=30),
+            )
+        except ActivityError as err:
+            report = _tests_report(err)
+            if report is None:
+                raise
+            self._s.tests = report
+            raise _Stop(Outcome.ROLLED_BACK, f"train suites: {_failure_reason(err)}") from None
+        self._checkpoint()
 
     async def _launch(self) -> None:
         """Wave by wave: the wave's windows open, then its components launched in parallel."""
@@ -625,6 +660,7 @@ class ReleaseTrain(VoteHandlers):
                     issues=self._s.issues,
                     history=self._s.history,
                     components=components,
+                    tests=self._s.tests,
                 ),
                 EvidenceRecord,
                 f"sign the evidence of train {self._s.train_id}",
@@ -662,6 +698,7 @@ class ReleaseTrain(VoteHandlers):
         timeout: timedelta = timedelta(seconds=45),
         retry: RetryPolicy = STEP_RETRY,
         local: bool = False,
+        heartbeat: timedelta | None = None,
     ) -> Any:
         if local:
             raw = await workflow.execute_local_activity(
@@ -669,7 +706,12 @@ class ReleaseTrain(VoteHandlers):
             )
         else:
             raw = await workflow.execute_activity(
-                name.value, arg, start_to_close_timeout=timeout, retry_policy=retry, summary=summary[:200]
+                name.value,
+                arg,
+                start_to_close_timeout=timeout,
+                heartbeat_timeout=heartbeat,
+                retry_policy=retry,
+                summary=summary[:200],
             )
         return raw if result_type is None else _adapter(result_type).validate_python(raw)
 
@@ -818,6 +860,16 @@ def _cancelled(error: BaseException) -> bool:
             return True
         cause = cause.__cause__
     return False
+
+
+def _tests_report(error: BaseException) -> TestReport | None:
+    """The report a rejected test run carries (its TestsFailed details), or None."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type == ErrorType.TESTS_FAILED and cause.details:
+            return TestReport.model_validate(cause.details[0])
+        cause = cause.__cause__
+    return None
 
 
 def _child_status(error: BaseException) -> ReleaseStatus | None:

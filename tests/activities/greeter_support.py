@@ -44,8 +44,8 @@ def custom_catalog(tmp_path: Path, **overrides: Any) -> Catalog:
     """The example's greeter entry with some sections replaced (e.g. a hanging test suite)."""
     raw = yaml.safe_load(EXAMPLE_CATALOG.read_text())
     raw["services"]["greeter"].update(overrides)
-    for spec in raw["services"].values():  # this copy lives elsewhere: workdirs made absolute
-        spec["workdir"] = str(EXAMPLES / spec["workdir"])
+    for spec in [*raw["services"].values(), *raw.get("train_suites", [])]:  # copied: workdirs absolute
+        spec["workdir"] = str(EXAMPLES / spec.get("workdir", "."))
     path = tmp_path / "catalog.yaml"
     path.write_text(yaml.safe_dump(raw))
     example_keys(tmp_path / "data")

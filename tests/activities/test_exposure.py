@@ -228,8 +228,8 @@ async def test_the_greeter_serves_what_relman_exposes(tmp_path: Path) -> None:
 async def test_two_services_exposed_at_once_share_one_file(tmp_path: Path) -> None:
     """Two services whose production is one directory: both flags land, neither is lost."""
     raw = yaml.safe_load(EXAMPLE_CATALOG.read_text())
-    for spec in raw["services"].values():  # this copy lives elsewhere: workdirs made absolute
-        spec["workdir"] = str(EXAMPLES / spec["workdir"])
+    for spec in [*raw["services"].values(), *raw.get("train_suites", [])]:  # copied: workdirs absolute
+        spec["workdir"] = str(EXAMPLES / spec.get("workdir", "."))
     greeter = raw["services"]["greeter"]
     billing = copy.deepcopy(greeter)
     billing["environments"]["staging"] = {"base_dir": "{data_dir}/envs/billing/staging"}

@@ -179,6 +179,7 @@ def test_relationships_come_from_the_raw_catalog(tmp_path: Path) -> None:
     train = TrainRequest.model_validate(
         train_data(
             train="t",
+            tests=[],
             components=[
                 {"service": "api", "version": "1.0.0", "commit": "abcdef1"},
                 {"service": "db", "version": "1.0.0", "commit": "abcdef1"},
@@ -186,7 +187,9 @@ def test_relationships_come_from_the_raw_catalog(tmp_path: Path) -> None:
         )
     )
     assert train_problem(catalog, train) == "train t: dependency cycle: api -> db -> api"
-    alone = TrainRequest.model_validate(train_data(train="t", components=[train.components[0].model_dump()]))
+    alone = TrainRequest.model_validate(
+        train_data(train="t", tests=[], components=[train.components[0].model_dump()])
+    )
     assert train_problem(catalog, alone) is None  # a relationship to a CI outside the train orders nothing
 
 
@@ -208,4 +211,39 @@ def test_the_readme_train_is_the_example(tmp_path: Path) -> None:
     train = load_any_manifest(write(tmp_path, block))
     example = load_any_manifest(TRAIN)
     assert isinstance(train, TrainRequest) and isinstance(example, TrainRequest)
-    assert (train.train, train.components, train.title) == (example.train, example.components, example.title)
+    assert (train.train, train.components, train.title, train.tests) == (
+        example.train,
+        example.components,
+        example.title,
+        example.tests,
+    )
+
+
+def test_the_example_trains_name_the_combined_train_suite() -> None:
+    for name in ("train-greeter-2.0", "train-greeter-2.1"):
+        train = load_any_manifest(RELEASES / f"{name}.yaml")
+        assert isinstance(train, TrainRequest) and train.tests == ["combined"], name
+
+
+def test_an_unknown_train_suite_is_named_with_the_catalogs() -> None:
+    train = TrainRequest.model_validate(train_data(tests=["combined", "smoke"]))
+    assert train_problem(CATALOG, train) == f"unknown train suite smoke: the catalog {CATALOG} has combined"
+    assert train_problem(CATALOG, train.model_copy(update={"tests": []})) is None
+
+
+def test_a_train_suite_named_twice_or_badly_is_refused(tmp_path: Path) -> None:
+    assert error_of(write(tmp_path, train_data(tests=["combined", "combined"]))).endswith(
+        "train suite(s) listed twice: combined"
+    )
+    assert "tests.0" in error_of(write(tmp_path, train_data(tests=["Two words"])))
+
+
+def test_the_train_suites_are_in_the_request_hash_only_when_named() -> None:
+    named = TrainRequest.model_validate(train_data())
+    none = named.model_copy(update={"tests": []})
+    other = TrainRequest.model_validate(train_data(tests=["other"]))
+    assert len({named.content_hash(), none.content_hash(), other.content_hash()}) == 3
+    assert (
+        none.content_hash()
+        == TrainRequest.model_validate({k: v for k, v in train_data().items() if k != "tests"}).content_hash()
+    )

@@ -104,9 +104,14 @@ async def test_the_example_trains_go_out_in_waves_and_come_back_in_reverse(
     assert done.outcome is Outcome.COMPLETED, done.reason
     assert done.waves == [["greeter-db"], ["greeter"], ["greeter-worker"]]
     assert live == dict.fromkeys(SERVICES, "2.0.0")
+    # The catalog's train suite ran once on the combined staging, before the first wave.
+    assert done.tests is not None and done.tests.accepted
+    assert [(s.name, s.passed, s.failed, s.errors) for s in done.tests.suites] == [("combined", 2, 0, 0)]
     assert change is not None and sorted(c.service for c in change.components) == sorted(SERVICES)
 
     assert failed.outcome is Outcome.ROLLED_BACK, failed.reason
+    # Names with spaces are not what the combined suite sends: it passes, the wave fails.
+    assert failed.tests is not None and failed.tests.accepted
     assert "greeter-worker: launch rolled_back" in failed.reason and "health failed" in failed.reason
     # The failed launch undid its own exposure and production deploy; then every component is
     # backed out in reverse dependency order, one after the other, each once.

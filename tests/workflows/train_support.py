@@ -34,6 +34,8 @@ from relman.contracts import (
     RolloutStage,
     ServiceProfile,
     StepInput,
+    SuiteResult,
+    TestReport,
     Verdict,
     Vote,
     train_id_for,
@@ -44,6 +46,7 @@ from relman.contracts.train import (
     TrainComponent,
     TrainEvidenceInput,
     TrainRequest,
+    TrainTestInput,
 )
 from relman.contracts.train_run import TrainProfile, TrainStatus
 from relman.workflows.train import ReleaseTrain
@@ -60,6 +63,8 @@ RELATIONSHIPS = [
     ("api", "runs_on", "local-host"),
 ]
 SERVICES = ("db-migration", "api", "worker", "billing")
+TRAIN_SUITES = ("combined", "smoke")
+"""The catalog's train suites (`train_suites:`)."""
 DATA_CAB = ["carol", "dave"]
 """db-migration's CAB; every other component's is alice and bob."""
 
@@ -86,6 +91,8 @@ class TrainFakes(FakeActivities):
     revoked: set[str] = field(default_factory=set)
     """People removed from every CAB after the catalog's first read (the request gate's)."""
     """(service, health step) whose health is marginal (a human decides on the child)."""
+    failing_suites: set[str] = field(default_factory=set)
+    """Train suites that fail on the combined staging."""
     log: list[tuple[str, str, str]] = field(default_factory=list)
     """(activity, component release id or train id, step), in the order they ran."""
     lease_log: list[tuple[str, str]] = field(default_factory=list)
@@ -113,6 +120,12 @@ class TrainFakes(FakeActivities):
                 type=ErrorType.UNKNOWN_SERVICE,
                 non_retryable=True,
             )
+        if missing := [t for t in request.tests if t not in TRAIN_SUITES]:
+            raise ApplicationError(
+                f"unknown train suite(s) {', '.join(missing)}; the catalog has: {', '.join(TRAIN_SUITES)}",
+                type=ErrorType.INVALID_REQUEST,
+                non_retryable=True,
+            )
         profiles = {s: profile_for(s) for s in request.services}
         if self.revoked and any(name == Activity.VALIDATE_TRAIN.value for name, _ in self.calls[:-1]):
             # A later read of the catalog: the revoked people are no longer on any CAB.
@@ -122,6 +135,26 @@ class TrainFakes(FakeActivities):
                 trust = profile.trust.model_copy(update={"roles": roles})
                 profiles[service] = profile.model_copy(update={"trust": trust})
         return TrainProfile(profiles=profiles, relationships=RELATIONSHIPS)
+
+    @activity.defn(name=Activity.RUN_TRAIN_TESTS)
+    async def run_train_tests(self, inp: TrainTestInput) -> TestReport:
+        """Each suite passes 3 tests, or fails one if it is in `failing_suites`."""
+        self.log.append((Activity.RUN_TRAIN_TESTS.value, inp.release_id, inp.step))
+        suites = [
+            SuiteResult(name=n, passed=2, failed=1, failures=[f"{n}::test_together"])
+            if n in self.failing_suites
+            else SuiteResult(name=n, passed=3)
+            for n in inp.suites
+        ]
+        report = TestReport(suites=suites, accepted=not self.failing_suites & set(inp.suites))
+        if not report.accepted:
+            raise ApplicationError(
+                f"train {inp.train} failed acceptance; failing: {', '.join(sorted(self.failing_suites))}",
+                report.model_dump(mode="json"),
+                type=ErrorType.TESTS_FAILED,
+                non_retryable=True,
+            )
+        return report
 
     @activity.defn(name=Activity.CHECK_HEALTH)
     async def check_health(self, inp: HealthInput) -> HealthReport:
@@ -158,7 +191,13 @@ class TrainFakes(FakeActivities):
 
     def all(self, *, cmdb: bool = True) -> list[Any]:
         train = [self.open_train, self.update_train, self.close_train] if cmdb else []
-        return [self.validate_train, *train, self.write_train_evidence, *super().all(cmdb=cmdb)]
+        return [
+            self.validate_train,
+            *train,
+            self.write_train_evidence,
+            self.run_train_tests,
+            *super().all(cmdb=cmdb),
+        ]
 
     def undone(self, release_id: str) -> list[str]:
         """The compensations that ran for a component, in order."""
