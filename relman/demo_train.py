@@ -9,9 +9,12 @@ quorum needs, every vote signed. What the train does is printed as it happens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from temporalio.client import WorkflowFailureError
 
 from relman.client import ReleaseClient, load_any_manifest
 from relman.contracts import GateState, GateStatus, Outcome
@@ -77,6 +80,9 @@ async def drive_train(
                 after = await client.approve(train_id, member, gate, subject_hash=g.subject_hash)
                 emit(f"{LABEL}  {member} approves the train's {gate.value} gate (gate {after.state.value})")
         if st.outcome is not None:
+            # The outcome shows before the run has written its change record and evidence.
+            with contextlib.suppress(WorkflowFailureError):
+                await client.client.get_workflow_handle(train_id).result()
             emit(f"{LABEL}closed {st.outcome.value}" + (f": {st.reason}" if st.reason else ""))
             return st
         if loop.time() > deadline:
