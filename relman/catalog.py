@@ -292,16 +292,18 @@ class SuiteSpec(_Strict):
     cwd: str = "{source_dir}"
     """Directory to run in, e.g. `{release_dir}` to test the deployed staging copy."""
     required_pass_rate: float = Field(default=1.0, ge=0, le=1)
+    allowed: ClassVar[frozenset[str]] = TEST_PLACEHOLDERS
+    """The placeholders this kind of suite may use (a train's suites have their own)."""
 
     @field_validator("command", mode="before")
     @classmethod
     def _argv(cls, v: Any) -> list[str]:
-        return _check_argv(v, TEST_PLACEHOLDERS)
+        return _check_argv(v, cls.allowed)
 
     @field_validator("junit", "cwd")
     @classmethod
     def _template(cls, v: str) -> str:
-        unknown = placeholders(v) - TEST_PLACEHOLDERS
+        unknown = placeholders(v) - cls.allowed
         if unknown:
             raise ValueError(f"unknown placeholder(s) {sorted(unknown)}")
         return v
@@ -317,19 +319,7 @@ class TrainSuiteSpec(SuiteSpec):
     name: TrainSuiteName  # type: ignore[assignment]
     workdir: Path = Path(".")
     """Where `{source_dir}` points (relative to the catalog); relative executables resolve here."""
-
-    @field_validator("command", mode="before")
-    @classmethod
-    def _argv(cls, v: Any) -> list[str]:
-        return _check_argv(v, TRAIN_TEST_PLACEHOLDERS)
-
-    @field_validator("junit", "cwd")
-    @classmethod
-    def _template(cls, v: str) -> str:
-        unknown = placeholders(v) - TRAIN_TEST_PLACEHOLDERS
-        if unknown:
-            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}")
-        return v
+    allowed: ClassVar[frozenset[str]] = TRAIN_TEST_PLACEHOLDERS
 
     @field_validator("workdir", mode="before")
     @classmethod
